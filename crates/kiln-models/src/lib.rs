@@ -1,0 +1,13 @@
+//! Kiln's model zoo: one file per architecture family, a registry of timm-named variants, and
+//! checkpoint import/export.
+
+pub mod backbone;
+pub mod checkpoint;
+pub mod error;
+pub mod registry;
+pub mod swin;
+
+pub use backbone::{Backbone, FeatureInfo};
+pub use checkpoint::LoadReport;
+pub use error::ModelError;
+pub use registry::{LoadedModel, Model, ModelConfig, ModelEntry, PretrainedCfg, find, registry};

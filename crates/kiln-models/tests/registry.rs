@@ -1,0 +1,34 @@
+//! Every registered variant against timm's own numbers (`tests/fixtures/registry.json`,
+//! written by `scripts/export_timm_fixtures.py`): exact parameter count and eval defaults.
+
+use burn::prelude::*;
+use kiln_models::{LoadedModel, registry};
+
+#[test]
+fn every_variant_has_timms_parameter_count_and_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/registry.json");
+    let dump: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let timm = dump["models"].as_array().unwrap();
+    let device = Device::flex();
+    for entry in registry() {
+        let reference = timm
+            .iter()
+            .find(|m| m["name"] == entry.name)
+            .unwrap_or_else(|| panic!("{} is not in timm's registry dump", entry.name));
+        let model = LoadedModel::build(entry.name, (entry.config)(), &device).unwrap();
+        assert_eq!(model.num_params() as u64, reference["params"].as_u64().unwrap(), "{} parameters", entry.name);
+        let p = &entry.pretrained;
+        let ours = serde_json::json!({
+            "input_size": p.input_size, "crop_pct": p.crop_pct, "interpolation": p.interpolation,
+            "mean": p.mean, "std": p.std, "num_classes": p.num_classes,
+        });
+        for key in ["input_size", "crop_pct", "interpolation", "num_classes"] {
+            assert_eq!(ours[key], reference[key], "{} {key}", entry.name);
+        }
+        for key in ["mean", "std"] {
+            for (a, b) in ours[key].as_array().unwrap().iter().zip(reference[key].as_array().unwrap()) {
+                assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-9, "{} {key}", entry.name);
+            }
+        }
+    }
+}

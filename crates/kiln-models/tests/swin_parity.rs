@@ -1,0 +1,196 @@
+//! Parity with timm: fixtures written by `scripts/export_timm_fixtures.py` (timm itself, small
+//! configs) must be reproduced within 1e-4 relative (max-abs error over max-abs value).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::bridge;
+use burn::tensor::DType;
+use kiln_models::checkpoint::read_state_dict;
+use kiln_models::swin::SwinConfig;
+use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
+
+const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/swin").join(case)
+}
+
+/// Every tensor of a safetensors file as `(values, shape)`.
+fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+    read_state_dict(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let data = bridge::into_data(t).unwrap().convert_dtype(DType::F32);
+            let shape = data.shape().to_vec();
+            (k, (data.try_to_vec::<f32>().unwrap(), shape))
+        })
+        .collect()
+}
+
+fn config(case: &str, key: &str) -> SwinConfig {
+    let text = std::fs::read_to_string(fixture(case).join("config.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = &json[key];
+    let list = |k: &str| m[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>();
+    let size = m["img_size"].as_u64().unwrap() as usize;
+    SwinConfig::new([size, size], m["embed_dim"].as_u64().unwrap() as usize, list("depths"), list("num_heads"), m["window_size"].as_u64().unwrap() as usize)
+        .with_patch_size(m["patch_size"].as_u64().unwrap() as usize)
+        .with_in_chans(m["in_chans"].as_u64().unwrap() as usize)
+        .with_num_classes(m["num_classes"].as_u64().unwrap() as usize)
+        .with_mlp_ratio(m["mlp_ratio"].as_f64().unwrap())
+}
+
+fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
+    assert!(scale > 0.0, "{what}: expected values are all zero");
+    assert!(
+        worst <= RELATIVE_TOLERANCE * scale,
+        "{what}: max abs error {worst:e} over max abs value {scale:e} exceeds {RELATIVE_TOLERANCE:e}"
+    );
+}
+
+struct Case {
+    model: LoadedModel,
+    io: BTreeMap<String, (Vec<f32>, Vec<usize>)>,
+    device: Device,
+}
+
+impl Case {
+    fn new(case: &str, config_key: &str) -> Self {
+        let device = Device::flex();
+        let model = LoadedModel::build("swin_test", ModelConfig::Swin(config(case, config_key)), &device).unwrap();
+        Self { model, io: read_tensors(&fixture(case).join("io.safetensors")), device }
+    }
+
+    fn input(&self) -> Tensor<4> {
+        let (values, shape) = &self.io["input"];
+        Tensor::<1>::from_data(TensorData::new(values.clone(), [values.len()]), &self.device)
+            .reshape([shape[0], shape[1], shape[2], shape[3]])
+    }
+
+    fn check_logits(&self) {
+        let logits = self.model.model.forward(self.input());
+        assert_eq!(logits.dims().to_vec(), self.io["logits"].1);
+        assert_close("logits", &logits.into_data().try_to_vec::<f32>().unwrap(), &self.io["logits"].0);
+    }
+
+    fn check_features(&self) {
+        let maps = self.model.model.forward_features(self.input());
+        let expected = self.io.keys().filter(|k| k.starts_with("features.")).count();
+        assert_eq!(maps.len(), expected, "one map per stage");
+        for (i, map) in maps.into_iter().enumerate() {
+            let (values, shape) = &self.io[&format!("features.{i}")];
+            assert_eq!(&map.dims().to_vec(), shape, "features.{i} shape");
+            assert_close(&format!("features.{i}"), &map.into_data().try_to_vec::<f32>().unwrap(), values);
+        }
+    }
+}
+
+#[test]
+fn shifted_windows_match_timm_from_safetensors() {
+    let mut case = Case::new("shift", "model");
+    let report = case.model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
+    assert!(!report.head_reinitialized && report.resized.is_empty());
+    case.check_logits();
+    case.check_features();
+}
+
+#[test]
+fn pth_state_dict_loads_the_same() {
+    let mut case = Case::new("shift", "model");
+    case.model.load_weights(&fixture("shift").join("weights.pth")).unwrap();
+    case.check_logits();
+}
+
+#[test]
+fn recomputed_buffers_in_old_checkpoints_are_skipped() {
+    let mut case = Case::new("shift", "model");
+    let report = case.model.load_weights(&fixture("shift").join("weights_with_buffers.safetensors")).unwrap();
+    assert!(report.skipped.iter().any(|k| k.ends_with("relative_position_index")), "{:?}", report.skipped);
+    case.check_logits();
+}
+
+#[test]
+fn padded_windows_and_odd_merging_match_timm() {
+    let mut case = Case::new("pad", "model");
+    case.model.load_weights(&fixture("pad").join("weights.safetensors")).unwrap();
+    case.check_logits();
+    case.check_features();
+}
+
+#[test]
+fn window_change_resizes_tables_as_timm() {
+    let mut case = Case::new("resize", "target_model");
+    let report = case.model.load_weights(&fixture("resize").join("weights.safetensors")).unwrap();
+    assert_eq!(report.resized.len(), 4, "{report:?}");
+    case.check_logits();
+    case.check_features();
+}
+
+#[test]
+fn table_resize_alone_matches_timm() {
+    let source = read_tensors(&fixture("resize").join("weights.safetensors"));
+    for (key, (expected, shape)) in read_tensors(&fixture("resize").join("resized_tables.safetensors")) {
+        let (table, src_shape) = &source[&key];
+        let got = kiln_nn::resize_relative_position_table(table, src_shape[1], [3, 3], [6, 6]);
+        assert_eq!(shape, vec![121, src_shape[1]]);
+        assert_close(&key, &got, &expected);
+    }
+}
+
+#[test]
+fn another_class_count_reinitialises_only_the_head() {
+    let device = Device::flex();
+    let config = config("shift", "model").with_num_classes(5);
+    let mut model = LoadedModel::build("swin_test", ModelConfig::Swin(config), &device).unwrap();
+    let report = model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
+    assert!(report.head_reinitialized);
+    let mut case = Case::new("shift", "model");
+    case.model = model;
+    case.check_features();
+    assert_eq!(case.model.model.forward(case.input()).dims(), [2, 5]);
+}
+
+#[test]
+fn a_checkpoint_of_another_size_is_refused_with_its_keys() {
+    let device = Device::flex();
+    let mut model = LoadedModel::build("swin_test", ModelConfig::Swin(config("pad", "model")), &device).unwrap();
+    let err = model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ModelError::CheckpointMismatch { .. }), "{text}");
+    assert!(text.contains("patch_embed.proj.weight is [16, 3, 2, 2] in the checkpoint, [16, 1, 2, 2] in the model"), "{text}");
+    assert!(text.contains("missing: layers.2."), "{text}");
+}
+
+#[test]
+fn missing_and_corrupt_files_name_the_path() {
+    let device = Device::flex();
+    let mut model = LoadedModel::build("swin_test", ModelConfig::Swin(config("shift", "model")), &device).unwrap();
+    let err = model.load_weights(Path::new("/nonexistent/w.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/w.safetensors"), "{err}");
+    let dir = std::env::temp_dir().join(format!("kiln-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("w.safetensors");
+    std::fs::write(&bad, b"this is not a checkpoint at all").unwrap();
+    let err = model.load_weights(&bad).unwrap_err().to_string();
+    assert!(err.contains("w.safetensors") && err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn native_checkpoint_round_trips_with_its_config() {
+    let mut case = Case::new("shift", "model");
+    case.model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-native-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("swin.bpk");
+    case.model.save(&path).unwrap();
+    let restored = LoadedModel::from_native(&path, &case.device).unwrap();
+    assert_eq!(restored.config.to_json(), case.model.config.to_json());
+    case.model = restored;
+    case.check_logits();
+}

@@ -1,0 +1,75 @@
+//! The transformer MLP: `fc1 -> GELU -> dropout -> fc2 -> dropout`, as timm's `Mlp`.
+
+use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
+use burn::prelude::*;
+
+use crate::init;
+
+/// Configuration of an [`Mlp`].
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// Input (and, unless set, output) width.
+    pub d_input: usize,
+    /// Hidden width (timm: `dim * mlp_ratio`).
+    pub d_hidden: usize,
+    /// Output width; defaults to `d_input`.
+    pub d_output: Option<usize>,
+    /// Dropout after the activation and after `fc2`.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+/// Two linear layers with an exact (erf) GELU between, keys `fc1`, `fc2` as in timm.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `[d_input] -> [d_hidden]`.
+    pub fc1: Linear,
+    /// `[d_hidden] -> [d_output]`.
+    pub fc2: Linear,
+    act: Gelu,
+    drop: Dropout,
+}
+
+impl MlpConfig {
+    /// Builds the layers, weights `trunc_normal(.02)` and zero biases as timm.
+    pub fn init(&self, device: &Device) -> Mlp {
+        Mlp {
+            fc1: init::linear(self.d_input, self.d_hidden, true, device),
+            fc2: init::linear(self.d_hidden, self.d_output.unwrap_or(self.d_input), true, device),
+            act: Gelu::new(),
+            drop: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+impl Mlp {
+    /// # Shapes
+    /// - `x`: `[..., d_input]` -> `[..., d_output]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let x = self.drop.forward(self.act.forward(self.fc1.forward(x)));
+        self.drop.forward(self.fc2.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+
+    #[test]
+    fn computes_fc2_gelu_fc1() {
+        let device = Device::flex();
+        let mut mlp = MlpConfig::new(2, 3).init(&device);
+        mlp.fc1.weight = Param::from_tensor(Tensor::from_floats([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]], &device));
+        mlp.fc1.bias = Some(Param::from_tensor(Tensor::from_floats([0.0, -1.0, 0.5], &device)));
+        mlp.fc2.weight = Param::from_tensor(Tensor::from_floats([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], &device));
+        mlp.fc2.bias = Some(Param::from_tensor(Tensor::from_floats([0.1, 0.2], &device)));
+        let y = mlp.forward(Tensor::<2>::from_floats([[1.0, 2.0]], &device));
+        // fc1: [2, 3, -0.5]; exact GELU: [1.954500, 2.995950, -0.154269]
+        let expected = [1.954500 - 0.154269 + 0.1, 2.995950 - 0.154269 + 0.2];
+        let got = y.into_data().try_to_vec::<f32>().unwrap();
+        for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
+        }
+    }
+}

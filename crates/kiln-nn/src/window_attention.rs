@@ -1,0 +1,205 @@
+//! Multi-head self-attention inside windows, with a learned relative-position bias and an
+//! optional additive mask (Swin's shifted windows).
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::{init, relative_position::relative_position_index};
+
+/// Configuration of a [`WindowAttention`].
+#[derive(Config, Debug)]
+pub struct WindowAttentionConfig {
+    /// Token width `C`.
+    pub dim: usize,
+    /// Number of heads; each head has `C / heads` channels.
+    pub num_heads: usize,
+    /// Window `[height, width]` in tokens.
+    pub window: [usize; 2],
+    /// Whether the qkv projection has a bias.
+    #[config(default = true)]
+    pub qkv_bias: bool,
+    /// Dropout on the attention weights.
+    #[config(default = 0.0)]
+    pub attn_drop: f64,
+    /// Dropout after the output projection.
+    #[config(default = 0.0)]
+    pub proj_drop: f64,
+}
+
+/// Windowed multi-head attention with relative-position bias, as timm's Swin
+/// `WindowAttention`. Keys `qkv`, `proj`, `relative_position_bias_table`.
+#[derive(Module, Debug)]
+pub struct WindowAttention {
+    /// `Linear(C, 3·C)`: queries, keys and values, head-interleaved as timm.
+    pub qkv: Linear,
+    /// `Linear(C, C)`.
+    pub proj: Linear,
+    /// `[(2·wh−1)·(2·ww−1), heads]` learned bias per relative offset.
+    pub relative_position_bias_table: Param<Tensor<2>>,
+    /// Gathers the table into `[N·N]` (query, key) pairs; recomputed from the window, never
+    /// loaded.
+    #[module(skip)]
+    relative_position_index: Tensor<1, Int>,
+    num_heads: usize,
+    window_h: usize,
+    window_w: usize,
+    attn_drop: Dropout,
+    proj_drop: Dropout,
+}
+
+impl WindowAttentionConfig {
+    /// Builds the layers: projections and table `trunc_normal(.02)`, as timm.
+    pub fn init(&self, device: &Device) -> WindowAttention {
+        let [wh, ww] = self.window;
+        let index = relative_position_index(self.window);
+        WindowAttention {
+            qkv: init::linear(self.dim, 3 * self.dim, self.qkv_bias, device),
+            proj: init::linear(self.dim, self.dim, true, device),
+            relative_position_bias_table: init::trunc_normal_param(
+                [(2 * wh - 1) * (2 * ww - 1), self.num_heads],
+                0.02,
+                device,
+            ),
+            relative_position_index: Tensor::from_data(TensorData::new(index, [wh * ww * wh * ww]), device),
+            num_heads: self.num_heads,
+            window_h: wh,
+            window_w: ww,
+            attn_drop: DropoutConfig::new(self.attn_drop).init(),
+            proj_drop: DropoutConfig::new(self.proj_drop).init(),
+        }
+    }
+}
+
+impl WindowAttention {
+    /// Window `[height, width]` this attention was built for.
+    pub fn window(&self) -> [usize; 2] {
+        [self.window_h, self.window_w]
+    }
+
+    /// The bias of every (query, key) pair per head.
+    ///
+    /// # Shapes
+    /// - returns `[heads, N, N]` with `N = wh·ww`
+    pub fn relative_position_bias(&self) -> Tensor<3> {
+        let n = self.window_h * self.window_w;
+        self.relative_position_bias_table
+            .val()
+            .select(0, self.relative_position_index.clone())
+            .reshape([n, n, self.num_heads])
+            .permute([2, 0, 1])
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch · num_windows, N, C]` windows as made by `window_partition`
+    /// - `mask`: `[num_windows, N, N]` added to every head's logits (0 or −100 in Swin)
+    /// - returns `[batch · num_windows, N, C]`
+    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3>>) -> Tensor<3> {
+        let [windows, n, c] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = c / heads;
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([windows, n, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, head_dim]);
+        let (q, k, v) = (take(0), take(1), take(2));
+
+        let scale = (head_dim as f64).powf(-0.5);
+        let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+        attn = attn + self.relative_position_bias().unsqueeze_dim::<4>(0);
+        if let Some(mask) = mask {
+            let num_windows = mask.dims()[0];
+            attn = (attn.reshape([windows / num_windows, num_windows, heads, n, n])
+                + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
+            .reshape([windows, heads, n, n]);
+        }
+        let attn = self.attn_drop.forward(softmax(attn, 3));
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([windows, n, c]);
+        self.proj_drop.forward(self.proj.forward(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The same attention computed token by token with scalar loops.
+    fn reference(att: &WindowAttention, x: &[f32], windows: usize, n: usize, c: usize, mask: Option<&[f32]>) -> Vec<f32> {
+        let w = |l: &Linear| (l.weight.val().into_data().try_to_vec::<f32>().unwrap(), l.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap());
+        let (qkv_w, qkv_b) = w(&att.qkv);
+        let (proj_w, proj_b) = w(&att.proj);
+        let bias = att.relative_position_bias().into_data().try_to_vec::<f32>().unwrap();
+        let heads = att.num_heads;
+        let hd = c / heads;
+        let linear = |inp: &[f32], wt: &[f32], b: &[f32], dout: usize| -> Vec<f32> {
+            (0..dout).map(|o| b[o] + (0..inp.len()).map(|i| inp[i] * wt[i * dout + o]).sum::<f32>()).collect()
+        };
+        let mut out = Vec::new();
+        for win in 0..windows {
+            let tokens: Vec<Vec<f32>> = (0..n).map(|t| linear(&x[(win * n + t) * c..(win * n + t + 1) * c], &qkv_w, &qkv_b, 3 * c)).collect();
+            let mut mixed = vec![vec![0.0f32; c]; n];
+            for h in 0..heads {
+                for qi in 0..n {
+                    let q = &tokens[qi][h * hd..(h + 1) * hd];
+                    let mut logits: Vec<f32> = (0..n).map(|ki| {
+                        let k = &tokens[ki][c + h * hd..c + (h + 1) * hd];
+                        let mut l = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt();
+                        l += bias[(h * n + qi) * n + ki];
+                        if let Some(m) = mask { l += m[((win % (m.len() / (n * n))) * n + qi) * n + ki]; }
+                        l
+                    }).collect();
+                    let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+                    logits.iter_mut().for_each(|l| *l = (*l - max).exp());
+                    let sum: f32 = logits.iter().sum();
+                    for ki in 0..n {
+                        for d in 0..hd {
+                            mixed[qi][h * hd + d] += logits[ki] / sum * tokens[ki][2 * c + h * hd + d];
+                        }
+                    }
+                }
+            }
+            for t in mixed { out.extend(linear(&t, &proj_w, &proj_b, c)); }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_a_scalar_reference_with_bias_and_mask() {
+        let device = Device::flex();
+        let (windows, c) = (4, 8);
+        let att = WindowAttentionConfig::new(c, 2, [2, 3]).init(&device);
+        let mut att = att;
+        att.relative_position_bias_table = Param::from_tensor(Tensor::random([3 * 5, 2], Distribution::Normal(0.0, 1.0), &device));
+        let n = 6;
+        let x = Tensor::<3>::random([windows, n, c], Distribution::Normal(0.0, 1.0), &device);
+        // a mask over 2 windows (batch of 2), blocking some pairs with -100 as Swin does
+        let mask_values: Vec<f32> = (0..2 * n * n).map(|i| if i % 7 == 0 { -100.0 } else { 0.0 }).collect();
+        let mask = Tensor::<3>::from_data(TensorData::new(mask_values.clone(), [2, n, n]), &device);
+        let got = att.forward(x.clone(), Some(mask)).into_data().try_to_vec::<f32>().unwrap();
+        let expected = reference(&att, &x.into_data().try_to_vec::<f32>().unwrap(), windows, n, c, Some(&mask_values));
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-4, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn bias_gathers_the_table_per_head() {
+        let device = Device::flex();
+        let mut att = WindowAttentionConfig::new(4, 2, [2, 2]).init(&device);
+        let table: Vec<f32> = (0..9 * 2).map(|v| v as f32).collect();
+        att.relative_position_bias_table = Param::from_tensor(Tensor::from_data(TensorData::new(table, [9, 2]), &device));
+        let bias = att.relative_position_bias();
+        assert_eq!(bias.dims(), [2, 4, 4]);
+        let values = bias.into_data().try_to_vec::<f32>().unwrap();
+        let index = relative_position_index([2, 2]);
+        for h in 0..2 {
+            for p in 0..16 {
+                assert_eq!(values[h * 16 + p], (index[p] * 2 + h as i64) as f32);
+            }
+        }
+    }
+}
