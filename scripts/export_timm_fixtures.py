@@ -570,18 +570,14 @@ def _mhsa(t, sd, prefix, num_heads, bias=None, head_first=False, key_mask=None):
     return _lin(o, sd, prefix + '.proj')
 
 
-def _randn_like_scale(shape, g):
-    return torch.randn(shape, generator=g, dtype=torch.float32)
-
-
 @torch.no_grad()
 def randomize_bn_stats_(model: torch.nn.Module, seed: int) -> None:
     """BatchNorm running stats: mean 0.3*N(0,1), var exp(0.5*N(0,1)) (positive), so eval-mode BN matters."""
     g = torch.Generator().manual_seed(seed)
     for _name, m in model.named_modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(0.3 * _randn_like_scale(m.running_mean.shape, g))
-            m.running_var.copy_(torch.exp(0.5 * _randn_like_scale(m.running_var.shape, g)))
+            m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.exp(0.5 * torch.randn(m.running_var.shape, generator=g)))
 
 
 @torch.no_grad()
@@ -701,11 +697,8 @@ def ref_maxvit_forward(sd, rc, x, variant=frozenset()):
             h = F.pad(h, (k // 2,) * 4) if 'symmetric_pad' in variant else _pad_same(h, k, stride)
         return F.conv2d(h, w, sd.get(p + '.bias'), stride, 0, 1, groups)
 
-    def bn(h, p, apply_act):
-        if 'bn_eps_1e-5' in variant:
-            eps = 1e-5
-        else:
-            eps = ceps
+    def bn(h, p, apply_act):  # eval BatchNorm (+ GELU-tanh); eps 1e-3 in the tf configs
+        eps = 1e-5 if 'bn_eps_1e-5' in variant else ceps
         sh = (1, -1, 1, 1)
         h = ((h - sd[p + '.running_mean'].view(sh)) / torch.sqrt(sd[p + '.running_var'].view(sh) + eps)
              * sd[p + '.weight'].view(sh) + sd[p + '.bias'].view(sh))
@@ -938,12 +931,13 @@ def export_maxvit():
         check_maxvit_table_resize(name, model_json, sd, (w[0] + 2, w[1] + 2), (g[0] + 1, g[1] + 3))
         extra = {
             'model': model_json,
-            'rebuild': ('m = config["model"]; c = dict(m["cfg"]); '
-                        'cfg = MaxxVitCfg(**c_without_nested, conv_cfg=MaxxVitConvCfg(**c["conv_cfg"]), '
-                        'transformer_cfg=MaxxVitTransformerCfg(**c["transformer_cfg"])) with lists -> tuples; '
-                        'timm.models.maxxvit.MaxxVit(cfg=cfg, img_size=tuple(m["img_size"]), in_chans=..., '
-                        'num_classes=..., global_pool=..., drop_rate=..., drop_path_rate=...); see '
-                        'maxvit_from_json in scripts/export_timm_fixtures.py'),
+            'rebuild': ('m = config["model"]; c = m["cfg"] (JSON lists -> tuples); '
+                        'cfg = MaxxVitCfg(**{c minus conv_cfg/transformer_cfg}, '
+                        'conv_cfg=MaxxVitConvCfg(**c["conv_cfg"]), '
+                        'transformer_cfg=MaxxVitTransformerCfg(**c["transformer_cfg"])); '
+                        'timm.models.maxxvit.MaxxVit(cfg=cfg, img_size=tuple(m["img_size"]), '
+                        '**{the other entries of m except "class" and "cfg"}) '
+                        '-- maxvit_from_json in scripts/export_timm_fixtures.py'),
             'reference': rc,
             'resolved_transformer_cfg': json.loads(json.dumps(dataclasses.asdict(resolved))),
             'stem_output_hw': list(stem.shape[2:]),

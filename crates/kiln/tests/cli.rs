@@ -1,0 +1,116 @@
+//! The `kiln` command as a user runs it: output formats, and bad input answered with one clear
+//! line and a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("kiln runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Fails unless the command failed cleanly: non-zero exit, an `error:` line naming `needle`,
+/// and no panic.
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "stderr does not mention {needle:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn models_json_lists_every_swin_with_timms_parameter_count() {
+    let out = kiln(&["models", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    let timm: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../kiln-models/tests/fixtures/registry.json")).unwrap(),
+    )
+    .unwrap();
+    let fields = ["name", "family", "params", "input_size", "crop_pct", "interpolation", "mean", "std", "num_classes"];
+    for row in &rows {
+        let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), fields.len(), "{keys:?}");
+        assert!(fields.iter().all(|f| keys.contains(f)), "{keys:?}");
+    }
+    let swins: Vec<&serde_json::Value> = rows.iter().filter(|r| r["family"] == "swin").collect();
+    assert_eq!(swins.len(), 6);
+    for row in swins {
+        let reference = timm["models"].as_array().unwrap().iter().find(|m| m["name"] == row["name"]).unwrap();
+        assert_eq!(row["params"], reference["params"], "{}", row["name"]);
+    }
+    let tiny = rows.iter().find(|r| r["name"] == "swin_tiny_patch4_window7_224").unwrap();
+    assert_eq!(tiny["params"], 28_288_354);
+}
+
+#[test]
+fn unknown_model_suggests_the_closest_names() {
+    let out = kiln(&["predict", "--model", "swin_tiny_patch4_window7", "x.png"]);
+    assert_clean_failure(&out, "did you mean swin_tiny_patch4_window7_224");
+}
+
+#[test]
+fn unreadable_and_non_image_files_are_named() {
+    let dir = scratch("bad-images");
+    let text = dir.join("notes.png");
+    std::fs::write(&text, "not an image").unwrap();
+    let out = kiln(&["predict", "--model", "swin_tiny_patch4_window7_224", text.to_str().unwrap()]);
+    assert_clean_failure(&out, "notes.png");
+    let out = kiln(&["predict", "--model", "swin_tiny_patch4_window7_224", "/nonexistent/cat.jpg"]);
+    assert_clean_failure(&out, "/nonexistent/cat.jpg");
+}
+
+#[test]
+fn weights_of_another_size_name_the_mismatching_keys() {
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/swin/shift/weights.safetensors");
+    let dir = scratch("mismatch");
+    let image = dir.join("img.png");
+    image::RgbImage::new(8, 8).save(&image).unwrap();
+    let out = kiln(&["predict", "--model", "swin_tiny_patch4_window7_224", "--weights", weights.to_str().unwrap(), image.to_str().unwrap()]);
+    assert_clean_failure(&out, "patch_embed.proj.weight is [16, 3, 2, 2] in the checkpoint, [96, 3, 4, 4] in the model");
+}
+
+#[test]
+fn topk_beyond_the_class_count_is_refused() {
+    let dir = scratch("topk");
+    let image = dir.join("img.png");
+    image::RgbImage::new(8, 8).save(&image).unwrap();
+    let out = kiln(&["predict", "--model", "swin_tiny_patch4_window7_224", "--num-classes", "10", "--topk", "11", image.to_str().unwrap()]);
+    assert_clean_failure(&out, "--topk 11");
+}
+
+#[test]
+fn grayscale_rgba_and_16_bit_images_are_converted_and_json_is_one_line_each() {
+    let dir = scratch("formats");
+    let gray = dir.join("gray.png");
+    let rgba = dir.join("rgba.png");
+    let deep = dir.join("deep.png");
+    image::GrayImage::from_fn(50, 40, |x, y| image::Luma([(x * 5 + y) as u8])).save(&gray).unwrap();
+    image::RgbaImage::from_fn(40, 50, |x, y| image::Rgba([x as u8, y as u8, 7, 128])).save(&rgba).unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(33, 33, |x, y| image::Rgb([x as u16 * 1000, y as u16 * 900, 40000]))
+        .save(&deep)
+        .unwrap();
+    let paths = [&gray, &rgba, &deep].map(|p| p.to_str().unwrap().to_string());
+    let mut args = vec!["predict", "--model", "swin_tiny_patch4_window7_224", "--img-size", "64", "--topk", "3", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = kiln(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3);
+    for (line, path) in lines.iter().zip(&paths) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["image"], path.as_str());
+        let top = v["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let logits: Vec<f64> = top.iter().map(|t| t["logit"].as_f64().unwrap()).collect();
+        assert!(logits.windows(2).all(|w| w[0] >= w[1]), "sorted by logit");
+        assert!(top.iter().all(|t| t["label"].is_string() && t["prob"].as_f64().unwrap() > 0.0));
+    }
+}
