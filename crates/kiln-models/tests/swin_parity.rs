@@ -194,3 +194,11 @@ fn native_checkpoint_round_trips_with_its_config() {
     case.model = restored;
     case.check_logits();
 }
+
+mod common;
+
+#[test]
+fn a_training_step_moves_every_parameter() {
+    let config = SwinConfig::new([16, 16], 8, vec![1, 2], vec![1, 2], 4).with_patch_size(2).with_num_classes(3);
+    common::assert_train_step_moves_every_parameter(ModelConfig::Swin(config), 2);
+}
