@@ -35,7 +35,7 @@ from timm.data import resolve_data_config, create_transform
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_timm_fixtures import randomize_  # noqa: E402  (same directory)
+from export_timm_fixtures import f32_state_dict, randomize_  # noqa: E402  (same directory)
 
 
 def make_image(path: Path, height: int, width: int, seed: int) -> None:
@@ -53,16 +53,6 @@ def make_image(path: Path, height: int, width: int, seed: int) -> None:
         img[..., c] = acc
     arr = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
     Image.fromarray(arr).save(path, format='PNG')
-
-
-def state_dict_for_export(model: torch.nn.Module) -> dict:
-    out = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu()
-        if v.is_floating_point():
-            v = v.float()
-        out[k] = v.contiguous().clone()
-    return out
 
 
 def parse_kiln_json(stdout: str) -> dict:
@@ -92,7 +82,7 @@ def main() -> int:
 
     weights = Path(args.weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict_for_export(model), str(weights))
+    save_file(f32_state_dict(model), str(weights))
 
     data_cfg = resolve_data_config({'crop_pct': args.crop_pct}, model=model)
     _, in_h, in_w = data_cfg['input_size']

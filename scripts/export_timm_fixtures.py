@@ -817,12 +817,16 @@ def maxvit_block_info(model: MaxxVit, x) -> list:
     return info
 
 
-@torch.no_grad()
-def report_maxvit(tag, model, x, logits, feats, stem, sd, rc):
+def print_output_scales(tag, logits, feats, stem):
     print(f'[{tag}] logits {tuple(logits.shape)} std={logits.std():.3f} max|.|={logits.abs().max():.3f}')
     print(f'[{tag}]   stem {tuple(stem.shape)} std={stem.std():.3f}')
     for i, f in enumerate(feats):
         print(f'[{tag}]   features.{i} {tuple(f.shape)} std={f.std():.3f}')
+
+
+@torch.no_grad()
+def report_maxvit(tag, model, x, logits, feats, stem, sd, rc):
+    print_output_scales(tag, logits, feats, stem)
     # relative position tables must matter
     tables = {n: p.clone() for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')}
     for n, p in model.named_parameters():
@@ -1079,10 +1083,7 @@ def davit_block_info(model: DaVit, x) -> list:
 
 @torch.no_grad()
 def report_davit(tag, model, x, logits, feats, stem, sd, mc):
-    print(f'[{tag}] logits {tuple(logits.shape)} std={logits.std():.3f} max|.|={logits.abs().max():.3f}')
-    print(f'[{tag}]   stem {tuple(stem.shape)} std={stem.std():.3f}')
-    for i, f in enumerate(feats):
-        print(f'[{tag}]   features.{i} {tuple(f.shape)} std={f.std():.3f}')
+    print_output_scales(tag, logits, feats, stem)
     rl, rf, rs = ref_davit_forward(sd, mc, x)
     err = (rl - logits.double()).abs().max().item()
     ferr = max((a - b.double()).abs().max().item() for a, b in zip(rf + [rs], feats + [stem]))

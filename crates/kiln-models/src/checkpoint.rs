@@ -7,7 +7,7 @@
 //! is an error listing the keys. Kiln's own checkpoints are burnpack files carrying the model
 //! name and configuration in their metadata.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use burn::store::burn_pack::{self, Tensor as PackTensor};
@@ -99,11 +99,13 @@ pub fn load_foreign<M: ModuleSnapshot>(
     keys: &KeyMap,
 ) -> Result<LoadReport, ModelError> {
     let file = read_state_dict(path)?;
-    let expected: BTreeMap<String, Vec<usize>> = model
+    // in module order, so the first problems listed are the first layers that do not fit
+    let expected: Vec<(String, Vec<usize>)> = model
         .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
         .into_iter()
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();
+    let position: HashMap<&str, usize> = expected.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
 
     let mut report = LoadReport::default();
     let mut tensors = Vec::new();
@@ -114,10 +116,11 @@ pub fn load_foreign<M: ModuleSnapshot>(
             report.skipped.push(key);
             continue;
         };
-        let Some(shape) = expected.get(&name) else {
+        let Some(&at) = position.get(name.as_str()) else {
             unexpected.push(format!("  unexpected: {key} {:?}", tensor.shape.to_vec()));
             continue;
         };
+        let shape = &expected[at].1;
         let found = tensor.shape.to_vec();
         if &found == shape {
             tensors.push(renamed(tensor, name));
@@ -127,22 +130,25 @@ pub fn load_foreign<M: ModuleSnapshot>(
                     tensors.push(resized);
                     report.resized.push(name);
                 }
-                Err(problem) => mismatched.push(problem),
+                Err(problem) => mismatched.push((at, problem)),
             }
         } else if name.starts_with(keys.classifier_prefix) {
             head_dropped.push(name);
         } else {
-            mismatched.push(format!("  shape: {key} is {found:?} in the checkpoint, {shape:?} in the model"));
+            mismatched.push((at, format!("  shape: {key} is {found:?} in the checkpoint, {shape:?} in the model")));
         }
     }
-    let present: std::collections::HashSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    let missing: Vec<String> = expected
+    let present: HashSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    let head_replaced = !head_dropped.is_empty();
+    let missing = expected
         .iter()
-        .filter(|(name, _)| !present.contains(name.as_str()))
-        .filter(|(name, _)| !(name.starts_with(keys.classifier_prefix) && !head_dropped.is_empty()))
-        .map(|(name, shape)| format!("  missing: {name} {shape:?}"))
-        .collect();
-    let problems: Vec<String> = [mismatched, missing, unexpected].concat();
+        .enumerate()
+        .filter(|(_, (name, _))| !present.contains(name.as_str()))
+        .filter(|(_, (name, _))| !(head_replaced && name.starts_with(keys.classifier_prefix)))
+        .map(|(at, (name, shape))| (at, format!("  missing: {name} {shape:?}")));
+    mismatched.extend(missing);
+    mismatched.sort_by_key(|(at, _)| *at);
+    let problems: Vec<String> = mismatched.into_iter().map(|(_, text)| text).chain(unexpected).collect();
     if !problems.is_empty() {
         let shown = problems.len().min(12);
         let mut details = problems[..shown].join("\n");
@@ -152,7 +158,7 @@ pub fn load_foreign<M: ModuleSnapshot>(
         return Err(mismatch(path, model_name, details));
     }
 
-    report.head_reinitialized = !head_dropped.is_empty();
+    report.head_reinitialized = head_replaced;
     report.loaded = tensors.len();
     let result = model.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     if !result.errors.is_empty() {
