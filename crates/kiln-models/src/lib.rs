@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod checkpoint;
+pub mod davit;
 pub mod error;
 pub mod registry;
 pub mod swin;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::backbone::{Backbone, FeatureInfo};
 use crate::checkpoint::{self, KeyMap, LoadReport};
+use crate::davit::{self, DaVit, DaVitConfig};
 use crate::error::ModelError;
 use crate::swin::{self, Swin, SwinConfig};
 
@@ -75,6 +76,11 @@ pub fn registry() -> Vec<ModelEntry> {
         entry("swin_base_patch4_window12_384", || ModelConfig::Swin(SwinConfig::base(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
         entry("swin_large_patch4_window7_224", || ModelConfig::Swin(SwinConfig::large(7, 224)), PretrainedCfg::imagenet(224, 0.9)),
         entry("swin_large_patch4_window12_384", || ModelConfig::Swin(SwinConfig::large(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
+        entry("davit_tiny", || ModelConfig::DaVit(DaVitConfig::tiny()), PretrainedCfg::imagenet(224, 0.95)),
+        entry("davit_small", || ModelConfig::DaVit(DaVitConfig::small()), PretrainedCfg::imagenet(224, 0.95)),
+        entry("davit_base", || ModelConfig::DaVit(DaVitConfig::base()), PretrainedCfg::imagenet(224, 0.95)),
+        entry("davit_large", || ModelConfig::DaVit(DaVitConfig::large()), PretrainedCfg::imagenet(224, 0.95)),
+        entry("davit_huge", || ModelConfig::DaVit(DaVitConfig::huge()), PretrainedCfg::imagenet(224, 0.95)),
     ]
 }
 
@@ -121,6 +127,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 pub enum ModelConfig {
     /// Swin Transformer v1.
     Swin(SwinConfig),
+    /// DaViT.
+    DaVit(DaVitConfig),
 }
 
 impl ModelConfig {
@@ -128,6 +136,7 @@ impl ModelConfig {
     pub fn family(&self) -> &'static str {
         match self {
             Self::Swin(_) => "swin",
+            Self::DaVit(_) => "davit",
         }
     }
 
@@ -135,6 +144,7 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> Result<Model, ModelError> {
         match self {
             Self::Swin(c) => c.init(device).map(Model::Swin),
+            Self::DaVit(c) => c.init(device).map(Model::DaVit),
         }
     }
 
@@ -142,6 +152,7 @@ impl ModelConfig {
     pub fn img_size(&self) -> [usize; 2] {
         match self {
             Self::Swin(c) => c.img_size,
+            Self::DaVit(c) => c.img_size,
         }
     }
 
@@ -149,6 +160,7 @@ impl ModelConfig {
     pub fn set_img_size(&mut self, size: [usize; 2]) {
         match self {
             Self::Swin(c) => c.img_size = size,
+            Self::DaVit(c) => c.img_size = size,
         }
     }
 
@@ -156,6 +168,7 @@ impl ModelConfig {
     pub fn num_classes(&self) -> usize {
         match self {
             Self::Swin(c) => c.num_classes,
+            Self::DaVit(c) => c.num_classes,
         }
     }
 
@@ -163,6 +176,7 @@ impl ModelConfig {
     pub fn set_num_classes(&mut self, n: usize) {
         match self {
             Self::Swin(c) => c.num_classes = n,
+            Self::DaVit(c) => c.num_classes = n,
         }
     }
 
@@ -170,6 +184,7 @@ impl ModelConfig {
     pub fn in_chans(&self) -> usize {
         match self {
             Self::Swin(c) => c.in_chans,
+            Self::DaVit(c) => c.in_chans,
         }
     }
 
@@ -178,6 +193,7 @@ impl ModelConfig {
     pub fn to_json(&self) -> String {
         let (family, config) = match self {
             Self::Swin(c) => ("swin", serde_json::to_value(c)),
+            Self::DaVit(c) => ("davit", serde_json::to_value(c)),
         };
         let config = config.expect("a model configuration serialises");
         serde_json::json!({ "family": family, "config": config }).to_string()
@@ -190,6 +206,7 @@ impl ModelConfig {
         let config = value.get("config").cloned().ok_or_else(|| bad("no config".into()))?;
         match value.get("family").and_then(|f| f.as_str()) {
             Some("swin") => serde_json::from_value(config).map(Self::Swin).map_err(|e| bad(e.to_string())),
+            Some("davit") => serde_json::from_value(config).map(Self::DaVit).map_err(|e| bad(e.to_string())),
             other => Err(bad(format!("unknown family {other:?}"))),
         }
     }
@@ -197,6 +214,7 @@ impl ModelConfig {
     fn key_map(&self) -> KeyMap {
         match self {
             Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
+            Self::DaVit(_) => KeyMap { rename: davit::timm_key, classifier_prefix: "head.fc." },
         }
     }
 }
@@ -206,22 +224,27 @@ impl ModelConfig {
 pub enum Model {
     /// Swin Transformer v1.
     Swin(Swin),
+    /// DaViT.
+    DaVit(DaVit),
 }
 
 impl Backbone for Model {
     fn forward_features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         match self {
             Self::Swin(m) => m.forward_features(x),
+            Self::DaVit(m) => m.forward_features(x),
         }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         match self {
             Self::Swin(m) => m.feature_info(),
+            Self::DaVit(m) => m.feature_info(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Self::Swin(m) => m.forward(x),
+            Self::DaVit(m) => m.forward(x),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! stages are channels-last (`[batch, height, width, channels]`, as timm keeps them); maps handed
 //! to dense heads are channels-first (`[batch, channels, height, width]`).
 
+pub mod channel_attention;
+pub mod conv_pos_enc;
 pub mod drop_path;
 pub mod head;
 pub mod init;
@@ -14,6 +16,8 @@ pub mod relative_position;
 pub mod window;
 pub mod window_attention;
 
+pub use channel_attention::{ChannelGroupAttention, ChannelGroupAttentionConfig};
+pub use conv_pos_enc::{ConvPosEnc, ConvPosEncConfig};
 pub use drop_path::{DropPath, drop_path_schedule};
 pub use head::{ClassifierHead, ClassifierHeadConfig};
 pub use mlp::{Mlp, MlpConfig};

@@ -1,5 +1,5 @@
-//! Multi-head self-attention inside windows, with a learned relative-position bias and an
-//! optional additive mask (Swin's shifted windows).
+//! Multi-head self-attention inside windows, with an optional learned relative-position bias
+//! (Swin has one, DaViT does not) and an optional additive mask (Swin's shifted windows).
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
@@ -20,6 +20,10 @@ pub struct WindowAttentionConfig {
     /// Whether the qkv projection has a bias.
     #[config(default = true)]
     pub qkv_bias: bool,
+    /// Whether a learned relative-position bias is added to the logits. Swin: yes; DaViT: no,
+    /// its position information comes from convolutions around the attention.
+    #[config(default = true)]
+    pub relative_position_bias: bool,
     /// Dropout on the attention weights.
     #[config(default = 0.0)]
     pub attn_drop: f64,
@@ -28,20 +32,21 @@ pub struct WindowAttentionConfig {
     pub proj_drop: f64,
 }
 
-/// Windowed multi-head attention with relative-position bias, as timm's Swin
-/// `WindowAttention`. Keys `qkv`, `proj`, `relative_position_bias_table`.
+/// Windowed multi-head attention, as timm's Swin `WindowAttention` (with relative-position
+/// bias) and DaViT's `WindowAttention` (without). Keys `qkv`, `proj`,
+/// `relative_position_bias_table` (only when the bias is on).
 #[derive(Module, Debug)]
 pub struct WindowAttention {
     /// `Linear(C, 3·C)`: queries, keys and values, head-interleaved as timm.
     pub qkv: Linear,
     /// `Linear(C, C)`.
     pub proj: Linear,
-    /// `[(2·wh−1)·(2·ww−1), heads]` learned bias per relative offset.
-    pub relative_position_bias_table: Param<Tensor<2>>,
+    /// `[(2·wh−1)·(2·ww−1), heads]` learned bias per relative offset; `None` without bias.
+    pub relative_position_bias_table: Option<Param<Tensor<2>>>,
     /// Gathers the table into `[N·N]` (query, key) pairs; recomputed from the window, never
     /// loaded.
     #[module(skip)]
-    relative_position_index: Tensor<1, Int>,
+    relative_position_index: Option<Tensor<1, Int>>,
     num_heads: usize,
     window_h: usize,
     window_w: usize,
@@ -53,16 +58,17 @@ impl WindowAttentionConfig {
     /// Builds the layers: projections and table `trunc_normal(.02)`, as timm.
     pub fn init(&self, device: &Device) -> WindowAttention {
         let [wh, ww] = self.window;
-        let index = relative_position_index(self.window);
+        let bias = self.relative_position_bias;
         WindowAttention {
             qkv: init::linear(self.dim, 3 * self.dim, self.qkv_bias, device),
             proj: init::linear(self.dim, self.dim, true, device),
-            relative_position_bias_table: init::trunc_normal_param(
-                [(2 * wh - 1) * (2 * ww - 1), self.num_heads],
-                0.02,
-                device,
-            ),
-            relative_position_index: Tensor::from_data(TensorData::new(index, [wh * ww * wh * ww]), device),
+            relative_position_bias_table: bias.then(|| {
+                init::trunc_normal_param([(2 * wh - 1) * (2 * ww - 1), self.num_heads], 0.02, device)
+            }),
+            relative_position_index: bias.then(|| {
+                let index = relative_position_index(self.window);
+                Tensor::from_data(TensorData::new(index, [wh * ww * wh * ww]), device)
+            }),
             num_heads: self.num_heads,
             window_h: wh,
             window_w: ww,
@@ -78,17 +84,14 @@ impl WindowAttention {
         [self.window_h, self.window_w]
     }
 
-    /// The bias of every (query, key) pair per head.
+    /// The bias of every (query, key) pair per head, `None` when built without one.
     ///
     /// # Shapes
     /// - returns `[heads, N, N]` with `N = wh·ww`
-    pub fn relative_position_bias(&self) -> Tensor<3> {
+    pub fn relative_position_bias(&self) -> Option<Tensor<3>> {
         let n = self.window_h * self.window_w;
-        self.relative_position_bias_table
-            .val()
-            .select(0, self.relative_position_index.clone())
-            .reshape([n, n, self.num_heads])
-            .permute([2, 0, 1])
+        let (table, index) = (self.relative_position_bias_table.as_ref()?, self.relative_position_index.clone()?);
+        Some(table.val().select(0, index).reshape([n, n, self.num_heads]).permute([2, 0, 1]))
     }
 
     /// # Shapes
@@ -109,7 +112,9 @@ impl WindowAttention {
 
         let scale = (head_dim as f64).powf(-0.5);
         let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
-        attn = attn + self.relative_position_bias().unsqueeze_dim::<4>(0);
+        if let Some(bias) = self.relative_position_bias() {
+            attn = attn + bias.unsqueeze_dim::<4>(0);
+        }
         if let Some(mask) = mask {
             let num_windows = mask.dims()[0];
             attn = (attn.reshape([windows / num_windows, num_windows, heads, n, n])
@@ -132,7 +137,7 @@ mod tests {
         let w = |l: &Linear| (l.weight.val().into_data().try_to_vec::<f32>().unwrap(), l.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap());
         let (qkv_w, qkv_b) = w(&att.qkv);
         let (proj_w, proj_b) = w(&att.proj);
-        let bias = att.relative_position_bias().into_data().try_to_vec::<f32>().unwrap();
+        let bias = att.relative_position_bias().map(|b| b.into_data().try_to_vec::<f32>().unwrap());
         let heads = att.num_heads;
         let hd = c / heads;
         let linear = |inp: &[f32], wt: &[f32], b: &[f32], dout: usize| -> Vec<f32> {
@@ -148,7 +153,7 @@ mod tests {
                     let mut logits: Vec<f32> = (0..n).map(|ki| {
                         let k = &tokens[ki][c + h * hd..c + (h + 1) * hd];
                         let mut l = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt();
-                        l += bias[(h * n + qi) * n + ki];
+                        if let Some(bias) = &bias { l += bias[(h * n + qi) * n + ki]; }
                         if let Some(m) = mask { l += m[((win % (m.len() / (n * n))) * n + qi) * n + ki]; }
                         l
                     }).collect();
@@ -173,7 +178,7 @@ mod tests {
         let (windows, c) = (4, 8);
         let att = WindowAttentionConfig::new(c, 2, [2, 3]).init(&device);
         let mut att = att;
-        att.relative_position_bias_table = Param::from_tensor(Tensor::random([3 * 5, 2], Distribution::Normal(0.0, 1.0), &device));
+        att.relative_position_bias_table = Some(Param::from_tensor(Tensor::random([3 * 5, 2], Distribution::Normal(0.0, 1.0), &device)));
         let n = 6;
         let x = Tensor::<3>::random([windows, n, c], Distribution::Normal(0.0, 1.0), &device);
         // a mask over 2 windows (batch of 2), blocking some pairs with -100 as Swin does
@@ -191,8 +196,8 @@ mod tests {
         let device = Device::flex();
         let mut att = WindowAttentionConfig::new(4, 2, [2, 2]).init(&device);
         let table: Vec<f32> = (0..9 * 2).map(|v| v as f32).collect();
-        att.relative_position_bias_table = Param::from_tensor(Tensor::from_data(TensorData::new(table, [9, 2]), &device));
-        let bias = att.relative_position_bias();
+        att.relative_position_bias_table = Some(Param::from_tensor(Tensor::from_data(TensorData::new(table, [9, 2]), &device)));
+        let bias = att.relative_position_bias().unwrap();
         assert_eq!(bias.dims(), [2, 4, 4]);
         let values = bias.into_data().try_to_vec::<f32>().unwrap();
         let index = relative_position_index([2, 2]);
@@ -200,6 +205,44 @@ mod tests {
             for p in 0..16 {
                 assert_eq!(values[h * 16 + p], (index[p] * 2 + h as i64) as f32);
             }
+        }
+    }
+
+    #[test]
+    fn without_bias_it_is_plain_windowed_attention() {
+        let device = Device::flex();
+        let att = WindowAttentionConfig::new(6, 3, [2, 2]).with_relative_position_bias(false).init(&device);
+        assert!(att.relative_position_bias_table.is_none() && att.relative_position_bias().is_none());
+        // only the projections are parameters: 6·18 + 18 + 6·6 + 6
+        assert_eq!(att.num_params(), 168);
+        let x = Tensor::<3>::random([3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+        let got = att.forward(x.clone(), None).into_data().try_to_vec::<f32>().unwrap();
+        let expected = reference(&att, &x.into_data().try_to_vec::<f32>().unwrap(), 3, 4, 6, None);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-4, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn two_token_window_by_hand() {
+        // q = k = v = x through identity projections: out_i = Σ_j softmax_j(x_i·x_j / √2) x_j
+        let device = Device::flex();
+        let mut att = WindowAttentionConfig::new(2, 1, [1, 2]).with_relative_position_bias(false).init(&device);
+        let eye3 = [[1.0, 0.0, 1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]];
+        att.qkv.weight = Param::from_tensor(Tensor::from_floats(eye3, &device));
+        att.proj.weight = Param::from_tensor(Tensor::from_floats([[1.0, 0.0], [0.0, 1.0]], &device));
+        // two tokens (1, 2) and (3, 4): logits q·k/√2, token 0: (1·1+2·2, 1·3+2·4)/√2 = (5, 11)/√2
+        let x = Tensor::<3>::from_floats([[[1.0, 2.0], [3.0, 4.0]]], &device);
+        let got = att.forward(x, None).into_data().try_to_vec::<f32>().unwrap();
+        let w = |a: f32, b: f32| {
+            let (ea, eb) = ((a / 2f32.sqrt()).exp(), (b / 2f32.sqrt()).exp());
+            (ea / (ea + eb), eb / (ea + eb))
+        };
+        let (a0, b0) = w(5.0, 11.0);
+        let (a1, b1) = w(11.0, 25.0);
+        let expected = [a0 * 1.0 + b0 * 3.0, a0 * 2.0 + b0 * 4.0, a1 * 1.0 + b1 * 3.0, a1 * 2.0 + b1 * 4.0];
+        for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
         }
     }
 }

@@ -114,3 +114,16 @@ fn grayscale_rgba_and_16_bit_images_are_converted_and_json_is_one_line_each() {
         assert!(top.iter().all(|t| t["label"].is_string() && t["prob"].as_f64().unwrap() > 0.0));
     }
 }
+
+#[test]
+fn davit_predicts_at_a_resolution_other_than_its_default() {
+    // 256 is not 224: every stage map (64, 32, 16, 8) is padded to windows of 7 inside the model
+    let dir = scratch("davit-256");
+    let image = dir.join("img.png");
+    image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8])).save(&image).unwrap();
+    let out = kiln(&["predict", "--model", "davit_tiny", "--img-size", "256", "--topk", "2", "--json", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(v["top"].as_array().unwrap().len(), 2);
+}
