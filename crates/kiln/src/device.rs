@@ -15,7 +15,7 @@ pub fn parse(name: &str) -> Result<Device> {
 
 #[cfg(feature = "wgpu")]
 fn wgpu() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::wgpu::WgpuDevice::DefaultDevice))
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
 }
 
 #[cfg(not(feature = "wgpu"))]
