@@ -1,9 +1,21 @@
-//! Image input for Kiln: decoding files and timm's evaluation preprocessing, reproduced exactly.
+//! Data for Kiln: data sets, decoding, timm's transforms and batching, with no tensor library.
 //!
-//! [`load_image`] decodes a file to 8-bit RGB as `PIL.Image.open(p).convert('RGB')` does;
-//! [`EvalTransform`] turns it into the planar `[channels, height, width]` f32 tensor that timm's
-//! `transforms_imagenet_eval` produces, with Pillow's resampling ([`resize`]) bit for bit. No
-//! tensor library is involved: the output is a plain [`ImageTensor`].
+//! Everything here produces plain buffers: images as planar `[channels, height, width]` f32
+//! ([`ImageTensor`]) and batches as `[batch, channels, height, width]` f32 with their labels and
+//! soft targets ([`Batch`]); the trainer turns them into tensors.
+//!
+//! - **Decoding**: [`load_image`] decodes a file to 8-bit RGB as `PIL.Image.open(p).convert('RGB')`
+//!   does.
+//! - **Data sets** ([`Dataset`]): [`ImageFolder`] (ImageNet's `train/<wnid>/*.JPEG`, and a flat
+//!   `val/` with a labels file), [`IdxDataset`] (Fashion-MNIST, shipped in
+//!   `datasets/fashion-mnist`), and [`Subset`]s of either by class list, count or fraction.
+//! - **Evaluation**: [`EvalTransform`] is timm's `transforms_imagenet_eval`, with Pillow's
+//!   resampling ([`resize`]) bit for bit.
+//! - **Training**: [`TrainTransformConfig`] builds timm's `transforms_imagenet_train`
+//!   ([`RandomResizedCrop`], [`RandomFlip`], [`RandAugment`], [`ColorJitter`], [`RandomErasing`]);
+//!   the 8-bit operations are Pillow's, bit for bit ([`image_ops`]). [`Mixup`] mixes batches.
+//! - **Batching**: [`DataLoader`] runs all of it on worker threads, reproducibly for a seed
+//!   whatever the thread timing, and resumably from a [`LoaderPosition`].
 //!
 //! ```no_run
 //! use kiln_data::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Interpolation, load_image};
@@ -23,15 +35,37 @@
 //! # }
 //! ```
 
+mod augment;
+mod dataset;
 mod error;
+mod folder;
+mod idx;
+pub mod image_ops;
 mod labels;
 mod load;
+mod loader;
+mod mixup;
+mod rand_augment;
 mod resample;
+mod rng;
 mod transform;
 
+pub use augment::{
+    ColorJitter, CropBox, ErasingMode, FlipAxis, RandomErasing, RandomFlip, RandomResizedCrop, TrainInterpolation,
+    TrainTransform, TrainTransformConfig,
+};
+pub use dataset::{Dataset, Subset, SubsetSpec, read_class_list};
 pub use error::DataError;
+pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
+pub use idx::{FASHION_MNIST_CLASSES, FashionMnistSplit, IdxDataset, IdxImages, read_idx_images, read_idx_labels};
 pub use image::{GrayImage, RgbImage};
 pub use labels::{imagenet1k_labels, imagenet1k_wnids};
 pub use load::{load_image, load_luma_image, to_luma, to_rgb};
+pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig, LoaderPosition, Throughput};
+pub use mixup::{MixKind, MixOutcome, Mixup, mixup_target};
+pub use rand_augment::{AugmentOp, OpParams, RandAugment, fill_from_mean};
 pub use resample::{Interpolation, resize};
-pub use transform::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, center_crop};
+pub use rng::Rng;
+pub use transform::{
+    EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop, to_normalized_tensor,
+};

@@ -2,7 +2,7 @@
 
 use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 
-use crate::{DataError, Interpolation, resize, to_luma};
+use crate::{DataError, Interpolation, Rng, resize, to_luma};
 
 /// ImageNet per-channel mean (timm's `IMAGENET_DEFAULT_MEAN`).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -145,18 +145,59 @@ impl EvalTransform {
             let resized = resize(image, width as u32, height as u32, self.interpolation);
             center_crop(&resized, crop_w, crop_h).into_raw()
         };
-        let (channels, plane) = (self.channels, self.img_size[0] * self.img_size[1]);
-        let mut data = vec![0f32; channels * plane];
-        for (c, out) in data.chunks_exact_mut(plane).enumerate() {
-            let (mean, std) = (self.mean[c], self.std[c]);
-            for (v, &byte) in out.iter_mut().zip(bytes.iter().skip(c).step_by(channels)) {
-                // Division, not multiplication by reciprocals: torchvision divides, and the
-                // results then agree to the last bit.
-                *v = (byte as f32 / 255.0 - mean) / std;
-            }
-        }
-        ImageTensor { data, channels, height: self.img_size[0], width: self.img_size[1] }
+        to_normalized_tensor(&bytes, self.channels, self.img_size, self.mean, self.std)
     }
+}
+
+impl ImageTransform for EvalTransform {
+    fn output_shape(&self) -> [usize; 3] {
+        [self.channels, self.img_size[0], self.img_size[1]]
+    }
+
+    /// [`EvalTransform::apply`]; draws nothing from `rng`.
+    fn transform(&self, image: &RgbImage, _rng: &mut Rng) -> ImageTensor {
+        self.apply(image)
+    }
+}
+
+/// A per-image preprocessing the [`crate::DataLoader`] runs on its worker threads: timm's eval
+/// transform ([`EvalTransform`]), its train transform ([`crate::TrainTransform`]), or your own.
+pub trait ImageTransform: Send + Sync {
+    /// `[channels, height, width]` of every output.
+    fn output_shape(&self) -> [usize; 3];
+
+    /// Preprocesses one decoded RGB image into a `[channels, height, width]` tensor. `rng` is the
+    /// sample's own random stream (derived from the run seed, epoch and sample position), so the
+    /// result does not depend on which thread runs it or when.
+    fn transform(&self, image: &RgbImage, rng: &mut Rng) -> ImageTensor;
+}
+
+/// torchvision's `ToTensor` then `Normalize(mean, std)`: interleaved 8-bit `[height, width,
+/// channels]` bytes to a planar f32 `[channels, height, width]` tensor of
+/// `(byte / 255 - mean[c]) / std[c]`, computed in f32 as torchvision does.
+///
+/// # Panics
+/// If `interleaved` does not hold `height * width * channels` bytes, or `channels > 3`.
+pub fn to_normalized_tensor(
+    interleaved: &[u8],
+    channels: usize,
+    [height, width]: [usize; 2],
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> ImageTensor {
+    assert!(channels <= 3, "{channels} channels: expected 1 or 3");
+    let plane = height * width;
+    assert_eq!(interleaved.len(), plane * channels, "{height}x{width}x{channels} image expected");
+    let mut data = vec![0f32; channels * plane];
+    for (c, out) in data.chunks_exact_mut(plane).enumerate() {
+        let (mean, std) = (mean[c], std[c]);
+        for (v, &byte) in out.iter_mut().zip(interleaved.iter().skip(c).step_by(channels)) {
+            // Division, not multiplication by reciprocals: torchvision divides, and the
+            // results then agree to the last bit.
+            *v = (byte as f32 / 255.0 - mean) / std;
+        }
+    }
+    ImageTensor { data, channels, height, width }
 }
 
 /// torchvision's `CenterCrop((height, width))` of a PIL image: where the image is smaller than the
