@@ -1,16 +1,33 @@
-//! Kiln's trainer.
-//!
-//! For now this crate holds the experiment configuration ([`config`]): TOML files with
-//! mmsegmentation-style `_base_` inheritance, `--set key=value` overrides, typed sections with
-//! timm's defaults, and errors that name the file, the key and the line. The training loop,
-//! optimisers, schedules, tasks and checkpoints will join it.
+//! Kiln's trainer: experiment configuration ([`config`]: TOML with mmsegmentation-style
+//! `_base_` inheritance, `--set key=value` overrides, errors naming file, key and line), the
+//! data an experiment describes ([`data`]), the learning-rate schedule ([`schedule`]) and the
+//! classification loop ([`train`]).
 //!
 //! ```no_run
-//! # fn main() -> Result<(), kiln_train::config::ConfigError> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let resolved = kiln_train::config::load("configs/quickstart.toml", &["optim.lr=1e-3".to_string()])?;
-//! print!("{}", resolved.to_toml()); // what `kiln train --dry-run` shows
+//! let summary = kiln_train::train::train(&resolved, &Default::default())?;
+//! println!("top-1 {:?}", summary.last_eval.map(|e| e.top1));
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod config;
+pub mod data;
+pub mod schedule;
+pub mod train;
+
+use burn::prelude::Device;
+
+/// The device a config names: `flex` (CPU); `wgpu` when built with the `wgpu` feature.
+pub fn device(name: &str) -> Result<Device, config::ConfigError> {
+    match name {
+        "flex" | "cpu" => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        other => Err(config::ConfigError::BadOverride {
+            arg: format!("train.device = {other:?}"),
+            message: "unknown device: use \"flex\" (CPU), or \"wgpu\" with a kiln built with --features wgpu".into(),
+        }),
+    }
+}

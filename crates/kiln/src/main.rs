@@ -3,12 +3,13 @@
 mod device;
 mod models;
 mod predict;
+mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Vision transformers without Python: list models, predict, (soon) train and evaluate.
+/// Vision transformers without Python: list models, predict, train.
 #[derive(Parser)]
 #[command(name = "kiln", version, about)]
 struct Cli {
@@ -22,6 +23,8 @@ enum Command {
     Models(models::Args),
     /// Classify images with a registered model.
     Predict(predict::Args),
+    /// Train an experiment described by a TOML file (see configs/).
+    Train(train::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(args) => models::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,177 @@
+//! The training loop end to end on an ImageFolder tree the test writes: a run directory with
+//! metrics and checkpoints, resume that ends bit-identical to an uninterrupted run, and a
+//! divergent run that stops without touching the last good checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, bridge};
+use burn::tensor::DType;
+use kiln_models::LoadedModel;
+use kiln_train::train::{TrainError, TrainOptions, train};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two classes that differ in colour layout (left half bright vs right half bright), 12 train
+/// and 4 val images each, 20x20 PNGs.
+fn image_folder(root: &Path) {
+    for (split, count) in [("train", 12), ("val", 4)] {
+        for (class, bright_left) in [("left", true), ("right", false)] {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..count {
+                let img = image::RgbImage::from_fn(20, 20, |x, y| {
+                    let on = (x < 10) == bright_left;
+                    let v = if on { 200 + (i * 3 + y) as u8 % 50 } else { 20 + (x * 2) as u8 };
+                    image::Rgb([v, v / 2, 255 - v])
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+fn experiment(dir: &Path, data: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+name = "swin_tiny_patch4_window7_224"
+img_size = 16
+drop_path_rate = 0.1
+[model.arch]
+embed_dim = 8
+depths = [2, 1]
+num_heads = [1, 2]
+window_size = 4
+patch_size = 2
+[data]
+dataset = "image_folder"
+root = "{root}"
+train_split = "train"
+val_split = "val"
+batch_size = 4
+workers = 2
+[augmentation]
+rrc_scale = [0.5, 1.0]
+hflip = 0.5
+crop_pct = 1.0
+[optim]
+name = "adamw"
+lr = 1e-3
+weight_decay = 0.05
+[schedule]
+name = "cosine"
+epochs = 2
+warmup_epochs = 1
+[logging]
+interval_iters = 1
+output_dir = "{out}"
+{extra}
+"#,
+        root = data.display(),
+        out = dir.join("run").display()
+    );
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = LoadedModel::from_native(&dir.join("checkpoints/last/model.bpk"), &Device::flex()).unwrap();
+    model
+        .model
+        .collect(None, None, true)
+        .into_iter()
+        .map(|t| (t.name.clone(), bridge::into_data(t).unwrap().convert_dtype(DType::F32).try_to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+fn eval_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect()
+}
+
+/// burn's random generator is per process, not per run: runs in parallel test threads would
+/// draw from each other's streams (drop-path masks, lazy initialisation), so these tests take
+/// turns, as separate `kiln train` processes naturally do.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions { quiet: true, ..TrainOptions::default() }
+}
+
+#[test]
+fn a_run_writes_metrics_and_checkpoints() {
+    let _turn = serial();
+    let dir = scratch("run");
+    image_folder(&dir.join("data"));
+    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &[]).unwrap();
+    let summary = train(&cfg, &quiet()).unwrap();
+    let run = dir.join("run");
+    assert_eq!(summary.steps, 2 * (24 / 4));
+    for file in ["config.toml", "metrics.jsonl", "metrics.csv", "checkpoints/last/model.bpk", "checkpoints/last/optimizer.bin", "checkpoints/best/model.bpk"] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    let evals = eval_lines(&run);
+    assert_eq!(evals.len(), 2);
+    for e in &evals {
+        let (top1, top5) = (e["top1"].as_f64().unwrap(), e["top5"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&top1) && top5 == 1.0, "two classes: top-5 is everything: {e}");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("kind,epoch,step,loss,lr,images_per_s,top1,top5,time\n"));
+    assert_eq!(csv.lines().count(), 1 + 12 + 2);
+}
+
+#[test]
+fn resumed_run_ends_identical_to_an_uninterrupted_one() {
+    let _turn = serial();
+    let dir = scratch("resume");
+    image_folder(&dir.join("data"));
+    let straight = dir.join("straight");
+    let interrupted = dir.join("interrupted");
+    std::fs::create_dir_all(&straight).unwrap();
+    std::fs::create_dir_all(&interrupted).unwrap();
+    let cfg = kiln_train::config::load(experiment(&straight, &dir.join("data"), ""), &[]).unwrap();
+    train(&cfg, &quiet()).unwrap();
+    let cfg = kiln_train::config::load(experiment(&interrupted, &dir.join("data"), ""), &[]).unwrap();
+    let stopped = train(&cfg, &TrainOptions { max_steps: Some(4), ..quiet() }).unwrap();
+    assert_eq!(stopped.steps, 4);
+    assert!(stopped.last_eval.is_none());
+    train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap();
+    let (a, b) = (weights(&straight.join("run")), weights(&interrupted.join("run")));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{name} differs after resume");
+    }
+    let strip = |v: Vec<serde_json::Value>| v.into_iter().map(|mut e| { e["time"] = 0.into(); e }).collect::<Vec<_>>();
+    assert_eq!(strip(eval_lines(&straight.join("run"))), strip(eval_lines(&interrupted.join("run"))));
+}
+
+#[test]
+fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
+    let _turn = serial();
+    let dir = scratch("diverge");
+    image_folder(&dir.join("data"));
+    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &[]).unwrap();
+    train(&cfg, &TrainOptions { max_steps: Some(2), ..quiet() }).unwrap();
+    let before = std::fs::read(dir.join("run/checkpoints/last/model.bpk")).unwrap();
+    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &["optim.lr=1e30".into(), "schedule.warmup_epochs=0".into()]).unwrap();
+    let err = train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap_err();
+    assert!(matches!(err, TrainError::Diverged { .. }), "{err}");
+    assert!(err.to_string().contains("diverged") && err.to_string().contains("checkpoints/last"), "{err}");
+    assert_eq!(std::fs::read(dir.join("run/checkpoints/last/model.bpk")).unwrap(), before);
+}
