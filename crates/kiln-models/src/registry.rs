@@ -270,9 +270,9 @@ impl LoadedModel {
         Ok(loaded)
     }
 
-    /// Exact number of learnable parameters.
+    /// Exact number of learnable parameters (BatchNorm running statistics excluded).
     pub fn num_params(&self) -> usize {
-        self.model.num_params()
+        crate::backbone::learnable_params(&self.model)
     }
 }
 

@@ -1,33 +1,18 @@
 //! Parity with timm: fixtures written by `scripts/export_timm_fixtures.py` (timm itself, small
 //! configs) must be reproduced within 1e-4 relative (max-abs error over max-abs value).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::bridge;
-use burn::tensor::DType;
-use kiln_models::checkpoint::read_state_dict;
+use common::{assert_close, read_tensors};
 use kiln_models::swin::SwinConfig;
 use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
 
-const RELATIVE_TOLERANCE: f32 = 1e-4;
-
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/swin").join(case)
-}
-
-/// Every tensor of a safetensors file as `(values, shape)`.
-fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
-    read_state_dict(path)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| {
-            let data = bridge::into_data(t).unwrap().convert_dtype(DType::F32);
-            let shape = data.shape().to_vec();
-            (k, (data.try_to_vec::<f32>().unwrap(), shape))
-        })
-        .collect()
 }
 
 fn config(case: &str, key: &str) -> SwinConfig {
@@ -41,17 +26,6 @@ fn config(case: &str, key: &str) -> SwinConfig {
         .with_in_chans(m["in_chans"].as_u64().unwrap() as usize)
         .with_num_classes(m["num_classes"].as_u64().unwrap() as usize)
         .with_mlp_ratio(m["mlp_ratio"].as_f64().unwrap())
-}
-
-fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = got.iter().zip(expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
-    assert!(scale > 0.0, "{what}: expected values are all zero");
-    assert!(
-        worst <= RELATIVE_TOLERANCE * scale,
-        "{what}: max abs error {worst:e} over max abs value {scale:e} exceeds {RELATIVE_TOLERANCE:e}"
-    );
 }
 
 struct Case {
@@ -194,8 +168,6 @@ fn native_checkpoint_round_trips_with_its_config() {
     case.model = restored;
     case.check_logits();
 }
-
-mod common;
 
 #[test]
 fn a_training_step_moves_every_parameter() {

@@ -1,18 +1,52 @@
 //! Checks shared by every family's tests.
+#![allow(dead_code)] // each test crate uses its own subset
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{DType, Distribution};
+use kiln_models::checkpoint::read_state_dict;
 use kiln_models::{Backbone, ModelConfig};
+
+/// Parity tolerance: max-abs error over max-abs value of the reference.
+pub const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+/// Every tensor of a safetensors (or PyTorch) file as `(values, shape)`, converted to f32.
+pub fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+    read_state_dict(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let data = bridge::into_data(t).unwrap().convert_dtype(DType::F32);
+            let shape = data.shape().to_vec();
+            (k, (data.try_to_vec::<f32>().unwrap(), shape))
+        })
+        .collect()
+}
+
+/// Fails unless `got` is within [`RELATIVE_TOLERANCE`] of `expected`, relative to the largest
+/// magnitude of `expected`.
+pub fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
+    assert!(scale > 0.0, "{what}: expected values are all zero");
+    assert!(
+        worst <= RELATIVE_TOLERANCE * scale,
+        "{what}: max abs error {worst:e} over max abs value {scale:e} exceeds {RELATIVE_TOLERANCE:e}"
+    );
+}
 
 fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
     model
         .collect(None, None, true)
         .into_iter()
+        // BatchNorm's running statistics are buffers, not parameters: no gradient moves them
+        .filter(|t| !kiln_models::backbone::is_buffer_field(t.name.rsplit('.').next().unwrap_or("")))
         .map(|t| {
             let name = t.name.clone();
             let data = bridge::into_data(t).unwrap().convert_dtype(DType::F32);
