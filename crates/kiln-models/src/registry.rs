@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::backbone::{Backbone, FeatureInfo};
 use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::error::ModelError;
+use crate::atlas::{self, Atlas, AtlasConfig};
 use crate::swin::{self, Swin, SwinConfig};
 
 /// ImageNet mean, as timm's `IMAGENET_DEFAULT_MEAN`.
@@ -75,6 +76,9 @@ pub fn registry() -> Vec<ModelEntry> {
         entry("swin_base_patch4_window12_384", || ModelConfig::Swin(SwinConfig::base(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
         entry("swin_large_patch4_window7_224", || ModelConfig::Swin(SwinConfig::large(7, 224)), PretrainedCfg::imagenet(224, 0.9)),
         entry("swin_large_patch4_window12_384", || ModelConfig::Swin(SwinConfig::large(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
+        // official YalaLab/atlas models, trained on HR-IN100 (100 classes, bicubic resize to 1024)
+        entry("atlas_base_1024", || ModelConfig::Atlas(AtlasConfig::base()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
+        entry("atlas_small_1024", || ModelConfig::Atlas(AtlasConfig::small()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
     ]
 }
 
@@ -121,6 +125,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 pub enum ModelConfig {
     /// Swin Transformer v1.
     Swin(SwinConfig),
+    /// Atlas (multi-scale attention).
+    Atlas(AtlasConfig),
 }
 
 impl ModelConfig {
@@ -128,6 +134,7 @@ impl ModelConfig {
     pub fn family(&self) -> &'static str {
         match self {
             Self::Swin(_) => "swin",
+            Self::Atlas(_) => "atlas",
         }
     }
 
@@ -135,6 +142,7 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> Result<Model, ModelError> {
         match self {
             Self::Swin(c) => c.init(device).map(Model::Swin),
+            Self::Atlas(c) => c.init(device).map(Model::Atlas),
         }
     }
 
@@ -142,6 +150,7 @@ impl ModelConfig {
     pub fn img_size(&self) -> [usize; 2] {
         match self {
             Self::Swin(c) => c.img_size,
+            Self::Atlas(c) => c.img_size,
         }
     }
 
@@ -149,6 +158,7 @@ impl ModelConfig {
     pub fn set_img_size(&mut self, size: [usize; 2]) {
         match self {
             Self::Swin(c) => c.img_size = size,
+            Self::Atlas(c) => c.img_size = size,
         }
     }
 
@@ -156,6 +166,7 @@ impl ModelConfig {
     pub fn num_classes(&self) -> usize {
         match self {
             Self::Swin(c) => c.num_classes,
+            Self::Atlas(c) => c.num_classes,
         }
     }
 
@@ -163,6 +174,7 @@ impl ModelConfig {
     pub fn set_num_classes(&mut self, n: usize) {
         match self {
             Self::Swin(c) => c.num_classes = n,
+            Self::Atlas(c) => c.num_classes = n,
         }
     }
 
@@ -170,6 +182,7 @@ impl ModelConfig {
     pub fn in_chans(&self) -> usize {
         match self {
             Self::Swin(c) => c.in_chans,
+            Self::Atlas(c) => c.in_chans,
         }
     }
 
@@ -178,6 +191,7 @@ impl ModelConfig {
     pub fn to_json(&self) -> String {
         let (family, config) = match self {
             Self::Swin(c) => ("swin", serde_json::to_value(c)),
+            Self::Atlas(c) => ("atlas", serde_json::to_value(c)),
         };
         let config = config.expect("a model configuration serialises");
         serde_json::json!({ "family": family, "config": config }).to_string()
@@ -190,6 +204,7 @@ impl ModelConfig {
         let config = value.get("config").cloned().ok_or_else(|| bad("no config".into()))?;
         match value.get("family").and_then(|f| f.as_str()) {
             Some("swin") => serde_json::from_value(config).map(Self::Swin).map_err(|e| bad(e.to_string())),
+            Some("atlas") => serde_json::from_value(config).map(Self::Atlas).map_err(|e| bad(e.to_string())),
             other => Err(bad(format!("unknown family {other:?}"))),
         }
     }
@@ -197,6 +212,7 @@ impl ModelConfig {
     fn key_map(&self) -> KeyMap {
         match self {
             Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
+            Self::Atlas(_) => KeyMap { rename: atlas::official_key, classifier_prefix: "fc." },
         }
     }
 }
@@ -206,22 +222,27 @@ impl ModelConfig {
 pub enum Model {
     /// Swin Transformer v1.
     Swin(Swin),
+    /// Atlas (multi-scale attention).
+    Atlas(Atlas),
 }
 
 impl Backbone for Model {
     fn forward_features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         match self {
             Self::Swin(m) => m.forward_features(x),
+            Self::Atlas(m) => m.forward_features(x),
         }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         match self {
             Self::Swin(m) => m.feature_info(),
+            Self::Atlas(m) => m.feature_info(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Self::Swin(m) => m.forward(x),
+            Self::Atlas(m) => m.forward(x),
         }
     }
 }
