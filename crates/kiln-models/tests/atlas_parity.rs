@@ -225,6 +225,75 @@ fn registered_variants_have_the_official_parameter_count() {
     assert_eq!(model.num_params() as u64, official_used_params(768, 100, 26));
 }
 
+/// `input_pattern` of `scripts/export_atlas_fixtures.py`: `[batch, 3, size, size]`.
+fn input_pattern(batch: usize, size: usize, device: &Device) -> Tensor<4> {
+    let mut values = Vec::with_capacity(batch * 3 * size * size);
+    for b in 0..batch {
+        for c in 0..3 {
+            for i in 0..size {
+                for j in 0..size {
+                    let (b, c, i, j) = (b as f32, c as f32, i as f32, j as f32);
+                    values.push((0.0137 * i * (c + 1.0) + 0.0291 * j + 0.5 * b).sin() + 0.3 * (0.0071 * (i + 2.0 * j) * (b + 1.0)).cos());
+                }
+            }
+        }
+    }
+    Tensor::<1>::from_data(TensorData::new(values, [batch * 3 * size * size]), device).reshape([batch, 3, size, size])
+}
+
+#[test]
+fn three_scales_at_2048_px_match_the_official_raster_pairing() {
+    // scripts/export_atlas_fixtures.py: scale 1 has 2x2 windows, so fine windows are paired with
+    // coarse ones in the official raster order, and stage 1 still holds two scales
+    let dir = fixture("r2048");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = AtlasConfig::new([2048, 2048], 32, 2, vec![1, 1]).with_num_classes(10).with_drop_path_rate(0.0);
+    let device = Device::flex();
+    let mut model = LoadedModel::build("atlas_r2048", ModelConfig::Atlas(config.clone()), &device).unwrap();
+    let report = model.load_weights(&dir.join("weights.safetensors")).unwrap();
+    let unused = 2 * 6; // per stage: norm weight, bias, running mean, var; head weight, bias
+    assert_eq!(report.skipped.len(), unused, "{:?}", report.skipped);
+    // the official total minus the unused per-stage norm (2·C) and head ((C + 1)·10)
+    let total = json["param_count_total"].as_u64().unwrap();
+    assert_eq!(model.num_params() as u64, total - 2 * (2 * 32 + 33 * 10));
+    let expected = read_tensors(&dir.join("output.safetensors"));
+    let check = |key: &str, got: Tensor<3>| {
+        let (values, shape) = &expected[key];
+        assert_eq!(&got.dims().to_vec(), shape, "{key} shape");
+        assert_close(key, &got.into_data().try_to_vec::<f32>().unwrap(), values);
+    };
+    let x = input_pattern(2, 2048, &device);
+    let trace = atlas(&model).trace(x.clone());
+    let stem = trace.stem.clone().slice([0..2, 0..32, 0..8]);
+    let (values, _) = &expected["stem_rows_0_8"];
+    assert_close("stem_rows_0_8", &stem.into_data().try_to_vec::<f32>().unwrap(), values);
+    assert_eq!(trace.stages.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 2]);
+    check("stage0_scale0_windows_0_8", trace.stages[0][0].clone().slice([0..8]));
+    check("stage0_scale1", trace.stages[0][1].clone());
+    check("stage0_scale2", trace.stages[0][2].clone());
+    check("stage1_scale1", trace.stages[1][0].clone());
+    check("stage1_scale2", trace.stages[1][1].clone());
+    let logits = model.model.forward(x.clone());
+    let (values, _) = &expected["logits"];
+    assert_close("logits", &logits.into_data().try_to_vec::<f32>().unwrap(), values);
+    // the corrected pairing really is another model here: in the first row of fine windows,
+    // columns 4..8 lie under coarse window 1 but the raster order gives them window 0
+    let mut spatial = LoadedModel::build("atlas_r2048", ModelConfig::Atlas(config.with_parent_mapping(ParentMapping::Spatial)), &device).unwrap();
+    spatial.load_weights(&dir.join("weights.safetensors")).unwrap();
+    let tokens = atlas(&spatial).trace(x).stages[0][0].clone().slice([0..8]).into_data().try_to_vec::<f32>().unwrap();
+    let (official, _) = &expected["stage0_scale0_windows_0_8"];
+    let per_window = 256 * 32;
+    let diff = |w: usize| (w * per_window..(w + 1) * per_window).fold(0.0f32, |m, i| m.max((tokens[i] - official[i]).abs()));
+    let scale = official.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for w in 0..4 {
+        assert!(diff(w) <= 1e-4 * scale, "window {w} reads the same coarse window either way");
+    }
+    for w in 4..8 {
+        // ten times the parity tolerance: far above float noise (about 1e-6 here)
+        assert!(diff(w) > 1e-3 * scale, "window {w}: spatial pairing changed it by only {:e}", diff(w));
+    }
+}
+
 #[test]
 fn a_training_step_moves_every_parameter() {
     // 512 px: two scales (2x2 windows and one 8x8 window) in stage 0, one in stage 1
