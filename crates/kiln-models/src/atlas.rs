@@ -159,16 +159,16 @@ impl AtlasConfig {
         if self.depths.is_empty() || self.depths.contains(&0) {
             return bad(format!("depths {:?} must be non-empty and positive", self.depths));
         }
-        if self.embed_dim == 0 || self.embed_dim % 4 != 0 {
+        if self.embed_dim == 0 || !self.embed_dim.is_multiple_of(4) {
             return bad(format!("embed_dim {} must be a positive multiple of 4 (the stem's width is embed_dim / 4)", self.embed_dim));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads));
         }
         if self.in_chans == 0 || self.num_classes == 0 || self.stem_dim == 0 {
             return bad("in_chans, num_classes and stem_dim must be positive".into());
         }
-        if self.pool_size < 2 || self.window_size < 2 || self.window_size % self.pool_size != 0 {
+        if self.pool_size < 2 || self.window_size < 2 || !self.window_size.is_multiple_of(self.pool_size) {
             return bad(format!(
                 "window_size {} must be a multiple of pool_size {} (>= 2): each window pools into whole tokens",
                 self.window_size, self.pool_size
@@ -330,10 +330,10 @@ pub fn multiscale_layout(tokens: usize, window: usize, pool: usize, pad: bool) -
     for l in 0..num_scales {
         if l + 1 < num_scales {
             // a windowed scale (valid > window by the choice of num_scales)
-            if !pad && valid % window != 0 {
+            if !pad && !valid.is_multiple_of(window) {
                 return Err(format!("scale {l} is {valid}x{valid} tokens, not a whole number of {window}x{window} windows"));
             }
-            if !pad && valid % pool != 0 {
+            if !pad && !valid.is_multiple_of(pool) {
                 return Err(format!("scale {l} ({valid}x{valid} tokens) does not pool exactly by {pool}"));
             }
             layout.push(ScaleLayout { valid, side: valid.div_ceil(window) * window, window });

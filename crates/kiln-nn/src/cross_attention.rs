@@ -56,7 +56,7 @@ impl CrossAttentionConfig {
     /// Builds the projections.
     pub fn init(&self, device: &Device) -> CrossAttention {
         assert!(
-            self.num_heads > 0 && self.dim % self.num_heads == 0,
+            self.num_heads > 0 && self.dim.is_multiple_of(self.num_heads),
             "width {} is not divisible by {} heads",
             self.dim,
             self.num_heads
