@@ -1,5 +1,6 @@
 //! The contract every model family fulfils, so heads and the trainer never name a family.
 
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 
 /// One feature map of [`Backbone::forward_features`]: its channel count and its stride
@@ -30,4 +31,36 @@ pub trait Backbone {
     /// # Shapes
     /// - `x`: `[batch, in_chans, H, W]` -> `[batch, num_classes]`
     fn forward(&self, x: Tensor<4>) -> Tensor<2>;
+}
+
+/// The number of parameters an optimiser trains, as PyTorch's `parameters()` counts them:
+/// burn's `num_params` also counts BatchNorm's running statistics, which are buffers.
+pub fn learnable_params<M: Module>(module: &M) -> usize {
+    #[derive(Default)]
+    struct Count {
+        field: Vec<String>,
+        total: usize,
+    }
+    impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.field.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.field.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !is_buffer_field(self.field.last().map(String::as_str).unwrap_or("")) {
+                self.total += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut count = Count::default();
+    module.visit(&mut count);
+    count.total
+}
+
+/// Whether a module field of that name holds a buffer rather than a parameter (BatchNorm's
+/// `running_mean`, `running_var`).
+pub fn is_buffer_field(name: &str) -> bool {
+    matches!(name, "running_mean" | "running_var")
 }

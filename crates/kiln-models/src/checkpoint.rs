@@ -56,7 +56,11 @@ pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, PackTensor>, Mode
     }
     // PyTorch's zip format starts with "PK"; its legacy format is a pickle (0x80 protocol).
     let tensors = if magic == *b"PK" || magic[0] == 0x80 {
+        // keys exactly as saved: burn-store would otherwise renumber `nn.Sequential` indices
+        // with gaps (`conv0.3` -> `conv0.2` where `conv0.2` is a ReLU), which Kiln's module
+        // paths keep, and a .pth would not load like the same state dict in .safetensors
         PytorchStore::from_file(path)
+            .map_indices_contiguous(false)
             .get_all_tensors()
             .map(|t| t.clone())
             .map_err(|e| unreadable(format!("not a readable PyTorch checkpoint ({e})")))?

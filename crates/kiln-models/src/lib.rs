@@ -2,6 +2,7 @@
 //! checkpoint import/export.
 
 pub mod backbone;
+pub mod atlas;
 pub mod checkpoint;
 pub mod davit;
 pub mod error;

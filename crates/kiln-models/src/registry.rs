@@ -11,6 +11,7 @@ use crate::backbone::{Backbone, FeatureInfo};
 use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::davit::{self, DaVit, DaVitConfig};
 use crate::error::ModelError;
+use crate::atlas::{self, Atlas, AtlasConfig};
 use crate::swin::{self, Swin, SwinConfig};
 
 /// ImageNet mean, as timm's `IMAGENET_DEFAULT_MEAN`.
@@ -81,6 +82,9 @@ pub fn registry() -> Vec<ModelEntry> {
         entry("davit_base", || ModelConfig::DaVit(DaVitConfig::base()), PretrainedCfg::imagenet(224, 0.95)),
         entry("davit_large", || ModelConfig::DaVit(DaVitConfig::large()), PretrainedCfg::imagenet(224, 0.95)),
         entry("davit_huge", || ModelConfig::DaVit(DaVitConfig::huge()), PretrainedCfg::imagenet(224, 0.95)),
+        // official YalaLab/atlas models, trained on HR-IN100 (100 classes, bicubic resize to 1024)
+        entry("atlas_base_1024", || ModelConfig::Atlas(AtlasConfig::base()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
+        entry("atlas_small_1024", || ModelConfig::Atlas(AtlasConfig::small()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
     ]
 }
 
@@ -129,6 +133,8 @@ pub enum ModelConfig {
     Swin(SwinConfig),
     /// DaViT.
     DaVit(DaVitConfig),
+    /// Atlas (multi-scale attention).
+    Atlas(AtlasConfig),
 }
 
 impl ModelConfig {
@@ -137,6 +143,7 @@ impl ModelConfig {
         match self {
             Self::Swin(_) => "swin",
             Self::DaVit(_) => "davit",
+            Self::Atlas(_) => "atlas",
         }
     }
 
@@ -145,6 +152,7 @@ impl ModelConfig {
         match self {
             Self::Swin(c) => c.init(device).map(Model::Swin),
             Self::DaVit(c) => c.init(device).map(Model::DaVit),
+            Self::Atlas(c) => c.init(device).map(Model::Atlas),
         }
     }
 
@@ -153,6 +161,7 @@ impl ModelConfig {
         match self {
             Self::Swin(c) => c.img_size,
             Self::DaVit(c) => c.img_size,
+            Self::Atlas(c) => c.img_size,
         }
     }
 
@@ -161,6 +170,7 @@ impl ModelConfig {
         match self {
             Self::Swin(c) => c.img_size = size,
             Self::DaVit(c) => c.img_size = size,
+            Self::Atlas(c) => c.img_size = size,
         }
     }
 
@@ -169,6 +179,7 @@ impl ModelConfig {
         match self {
             Self::Swin(c) => c.num_classes,
             Self::DaVit(c) => c.num_classes,
+            Self::Atlas(c) => c.num_classes,
         }
     }
 
@@ -177,6 +188,7 @@ impl ModelConfig {
         match self {
             Self::Swin(c) => c.num_classes = n,
             Self::DaVit(c) => c.num_classes = n,
+            Self::Atlas(c) => c.num_classes = n,
         }
     }
 
@@ -185,6 +197,7 @@ impl ModelConfig {
         match self {
             Self::Swin(c) => c.in_chans,
             Self::DaVit(c) => c.in_chans,
+            Self::Atlas(c) => c.in_chans,
         }
     }
 
@@ -194,6 +207,7 @@ impl ModelConfig {
         let (family, config) = match self {
             Self::Swin(c) => ("swin", serde_json::to_value(c)),
             Self::DaVit(c) => ("davit", serde_json::to_value(c)),
+            Self::Atlas(c) => ("atlas", serde_json::to_value(c)),
         };
         let config = config.expect("a model configuration serialises");
         serde_json::json!({ "family": family, "config": config }).to_string()
@@ -207,6 +221,7 @@ impl ModelConfig {
         match value.get("family").and_then(|f| f.as_str()) {
             Some("swin") => serde_json::from_value(config).map(Self::Swin).map_err(|e| bad(e.to_string())),
             Some("davit") => serde_json::from_value(config).map(Self::DaVit).map_err(|e| bad(e.to_string())),
+            Some("atlas") => serde_json::from_value(config).map(Self::Atlas).map_err(|e| bad(e.to_string())),
             other => Err(bad(format!("unknown family {other:?}"))),
         }
     }
@@ -215,6 +230,7 @@ impl ModelConfig {
         match self {
             Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
             Self::DaVit(_) => KeyMap { rename: davit::timm_key, classifier_prefix: "head.fc." },
+            Self::Atlas(_) => KeyMap { rename: atlas::official_key, classifier_prefix: "fc." },
         }
     }
 }
@@ -226,6 +242,8 @@ pub enum Model {
     Swin(Swin),
     /// DaViT.
     DaVit(DaVit),
+    /// Atlas (multi-scale attention).
+    Atlas(Atlas),
 }
 
 impl Backbone for Model {
@@ -233,18 +251,21 @@ impl Backbone for Model {
         match self {
             Self::Swin(m) => m.forward_features(x),
             Self::DaVit(m) => m.forward_features(x),
+            Self::Atlas(m) => m.forward_features(x),
         }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         match self {
             Self::Swin(m) => m.feature_info(),
             Self::DaVit(m) => m.feature_info(),
+            Self::Atlas(m) => m.feature_info(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Self::Swin(m) => m.forward(x),
             Self::DaVit(m) => m.forward(x),
+            Self::Atlas(m) => m.forward(x),
         }
     }
 }
@@ -293,9 +314,9 @@ impl LoadedModel {
         Ok(loaded)
     }
 
-    /// Exact number of learnable parameters.
+    /// Exact number of learnable parameters (BatchNorm running statistics excluded).
     pub fn num_params(&self) -> usize {
-        self.model.num_params()
+        crate::backbone::learnable_params(&self.model)
     }
 }
 

@@ -4,6 +4,10 @@
 use burn::prelude::*;
 use kiln_models::{LoadedModel, registry};
 
+/// Families timm has no port of, checked against their official code instead (Atlas:
+/// `tests/atlas_parity.rs`).
+const NOT_IN_TIMM: [&str; 1] = ["atlas"];
+
 #[test]
 fn every_variant_has_timms_parameter_count_and_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/registry.json");
@@ -11,6 +15,9 @@ fn every_variant_has_timms_parameter_count_and_defaults() {
     let timm = dump["models"].as_array().unwrap();
     let device = Device::flex();
     for entry in registry() {
+        if NOT_IN_TIMM.contains(&entry.family()) {
+            continue;
+        }
         let reference = timm
             .iter()
             .find(|m| m["name"] == entry.name)

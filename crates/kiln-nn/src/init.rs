@@ -45,6 +45,12 @@ pub fn linear(d_input: usize, d_output: usize, bias: bool, device: &Device) -> L
     layer
 }
 
+/// A linear layer initialised as PyTorch's `nn.Linear`: weight and bias uniform in
+/// `±1/sqrt(d_input)` (burn's default Kaiming-uniform with gain `1/sqrt(3)` is exactly that).
+pub fn torch_linear(d_input: usize, d_output: usize, bias: bool, device: &Device) -> Linear {
+    LinearConfig::new(d_input, d_output).with_bias(bias).init(device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +65,22 @@ mod tests {
         // variance of N(0, s²) truncated at ±2s is 0.774·s²
         let expected = 0.774 * 0.02f64.powi(2);
         assert!((var - expected).abs() < 0.05 * expected, "var {var} vs {expected}");
+    }
+
+    #[test]
+    fn torch_linear_is_uniform_within_one_over_sqrt_fan_in() {
+        let device = Device::flex();
+        let layer = torch_linear(64, 300, true, &device);
+        let bound = 1.0f64 / 8.0;
+        for values in [
+            layer.weight.val().into_data().try_to_vec::<f32>().unwrap(),
+            layer.bias.unwrap().val().into_data().try_to_vec::<f32>().unwrap(),
+        ] {
+            assert!(values.iter().all(|v| (v.abs() as f64) <= bound + 1e-7));
+            // U(-b, b) has variance b²/3
+            let var = values.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / values.len() as f64;
+            let expected = bound * bound / 3.0;
+            assert!((var - expected).abs() < 0.2 * expected, "var {var} vs {expected}");
+        }
     }
 }

@@ -6,23 +6,29 @@
 
 pub mod channel_attention;
 pub mod conv_pos_enc;
+pub mod conv_stem;
+pub mod cross_attention;
 pub mod drop_path;
 pub mod head;
 pub mod init;
 pub mod mlp;
 pub mod norm;
 pub mod patch;
+pub mod pool;
 pub mod relative_position;
 pub mod window;
 pub mod window_attention;
 
 pub use channel_attention::{ChannelGroupAttention, ChannelGroupAttentionConfig};
 pub use conv_pos_enc::{ConvPosEnc, ConvPosEncConfig};
+pub use conv_stem::{ConvDownsample, ConvLayer, ConvResidual, ConvStem, ConvStemConfig};
+pub use cross_attention::{CrossAttention, CrossAttentionConfig};
 pub use drop_path::{DropPath, drop_path_schedule};
 pub use head::{ClassifierHead, ClassifierHeadConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::{LayerNorm2d, LayerNorm2dConfig};
 pub use patch::{PatchEmbed, PatchEmbedConfig, PatchMerging, PatchMergingConfig};
+pub use pool::{max_pool_ceil, max_pool_pyramid};
 pub use relative_position::{relative_position_index, resize_relative_position_table};
 pub use window::{shifted_window_mask, window_partition, window_reverse};
 pub use window_attention::{WindowAttention, WindowAttentionConfig};

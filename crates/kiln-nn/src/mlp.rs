@@ -17,6 +17,11 @@ pub struct MlpConfig {
     /// Dropout after the activation and after `fc2`.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// PyTorch's default `nn.Linear` initialisation (weight and bias uniform in
+    /// `±1/sqrt(fan_in)`) instead of timm's `trunc_normal(.02)` weights and zero biases, for
+    /// families whose reference code never re-initialises its layers.
+    #[config(default = false)]
+    pub torch_init: bool,
 }
 
 /// Two linear layers with an exact (erf) GELU between, keys `fc1`, `fc2` as in timm.
@@ -31,11 +36,13 @@ pub struct Mlp {
 }
 
 impl MlpConfig {
-    /// Builds the layers, weights `trunc_normal(.02)` and zero biases as timm.
+    /// Builds the layers, weights `trunc_normal(.02)` and zero biases as timm (or PyTorch's
+    /// defaults with `torch_init`).
     pub fn init(&self, device: &Device) -> Mlp {
+        let linear = if self.torch_init { init::torch_linear } else { init::linear };
         Mlp {
-            fc1: init::linear(self.d_input, self.d_hidden, true, device),
-            fc2: init::linear(self.d_hidden, self.d_output.unwrap_or(self.d_input), true, device),
+            fc1: linear(self.d_input, self.d_hidden, true, device),
+            fc2: linear(self.d_hidden, self.d_output.unwrap_or(self.d_input), true, device),
             act: Gelu::new(),
             drop: DropoutConfig::new(self.dropout).init(),
         }

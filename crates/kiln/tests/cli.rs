@@ -50,6 +50,21 @@ fn models_json_lists_every_swin_with_timms_parameter_count() {
 }
 
 #[test]
+fn models_json_lists_atlas_with_the_official_used_parameter_count() {
+    let out = kiln(&["models", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    // parameters the official YalaLab/atlas forward uses at 1024 px (tests/atlas_parity.rs)
+    for (name, params) in [("atlas_base_1024", 118_253_604u64), ("atlas_small_1024", 31_048_164)] {
+        let row = rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} not listed"));
+        assert_eq!(row["family"], "atlas");
+        assert_eq!(row["params"], params, "{name}");
+        assert_eq!(row["num_classes"], 100);
+        assert_eq!(row["input_size"], serde_json::json!([3, 1024, 1024]));
+    }
+}
+
+#[test]
 fn unknown_model_suggests_the_closest_names() {
     let out = kiln(&["predict", "--model", "swin_tiny_patch4_window7", "x.png"]);
     assert_clean_failure(&out, "did you mean swin_tiny_patch4_window7_224");
