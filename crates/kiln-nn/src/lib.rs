@@ -21,4 +21,4 @@ pub use norm::{LayerNorm2d, LayerNorm2dConfig};
 pub use patch::{PatchEmbed, PatchEmbedConfig, PatchMerging, PatchMergingConfig};
 pub use relative_position::{relative_position_index, resize_relative_position_table};
 pub use window::{shifted_window_mask, window_partition, window_reverse};
-pub use window_attention::{WindowAttention, WindowAttentionConfig};
+pub use window_attention::{WindowAttention, WindowAttentionConfig, multi_head_attention};
