@@ -19,6 +19,9 @@ pub use head::{ClassifierHead, ClassifierHeadConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::{LayerNorm2d, LayerNorm2dConfig};
 pub use patch::{PatchEmbed, PatchEmbedConfig, PatchMerging, PatchMergingConfig};
-pub use relative_position::{relative_position_index, resize_relative_position_table};
-pub use window::{shifted_window_mask, window_partition, window_reverse};
+pub use relative_position::{
+    RelativePositionBiasTf, RelativePositionBiasTfConfig, relative_position_index, relative_position_index_tf,
+    resize_relative_position_table,
+};
+pub use window::{grid_partition, grid_reverse, shifted_window_mask, window_partition, window_reverse};
 pub use window_attention::{WindowAttention, WindowAttentionConfig, multi_head_attention};
