@@ -7,6 +7,7 @@
 pub mod drop_path;
 pub mod head;
 pub mod init;
+pub mod mbconv;
 pub mod mlp;
 pub mod norm;
 pub mod patch;
@@ -16,8 +17,9 @@ pub mod window_attention;
 
 pub use drop_path::{DropPath, drop_path_schedule};
 pub use head::{ClassifierHead, ClassifierHeadConfig};
+pub use mbconv::{Downsample2d, Downsample2dConfig, MbConvBlock, MbConvBlockConfig, SqueezeExcite, SqueezeExciteConfig, make_divisible};
 pub use mlp::{Mlp, MlpConfig};
-pub use norm::{LayerNorm2d, LayerNorm2dConfig};
+pub use norm::{LayerNorm2d, LayerNorm2dConfig, batch_norm};
 pub use patch::{PatchEmbed, PatchEmbedConfig, PatchMerging, PatchMergingConfig};
 pub use relative_position::{
     RelativePositionBiasTf, RelativePositionBiasTfConfig, relative_position_index, relative_position_index_tf,
