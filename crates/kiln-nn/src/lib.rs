@@ -16,7 +16,7 @@ pub mod window;
 pub mod window_attention;
 
 pub use drop_path::{DropPath, drop_path_schedule};
-pub use head::{ClassifierHead, ClassifierHeadConfig};
+pub use head::{ClassifierHead, ClassifierHeadConfig, PreLogits};
 pub use mbconv::{Downsample2d, Downsample2dConfig, MbConvBlock, MbConvBlockConfig, SqueezeExcite, SqueezeExciteConfig, make_divisible};
 pub use mlp::{Mlp, MlpConfig};
 pub use norm::{LayerNorm2d, LayerNorm2dConfig, batch_norm};
