@@ -1,33 +1,17 @@
 //! Parity with timm: fixtures written by `scripts/export_timm_fixtures.py` (timm itself, small
 //! configs) must be reproduced within 1e-4 relative (max-abs error over max-abs value).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::bridge;
-use burn::tensor::DType;
-use kiln_models::checkpoint::read_state_dict;
 use kiln_models::swin::SwinConfig;
 use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
 
-const RELATIVE_TOLERANCE: f32 = 1e-4;
+mod common;
+use common::{Case, assert_close, read_tensors};
 
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/swin").join(case)
-}
-
-/// Every tensor of a safetensors file as `(values, shape)`.
-fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
-    read_state_dict(path)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| {
-            let data = bridge::into_data(t).unwrap().convert_dtype(DType::F32);
-            let shape = data.shape().to_vec();
-            (k, (data.try_to_vec::<f32>().unwrap(), shape))
-        })
-        .collect()
 }
 
 fn config(case: &str, key: &str) -> SwinConfig {
@@ -43,57 +27,16 @@ fn config(case: &str, key: &str) -> SwinConfig {
         .with_mlp_ratio(m["mlp_ratio"].as_f64().unwrap())
 }
 
-fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = got.iter().zip(expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
-    assert!(scale > 0.0, "{what}: expected values are all zero");
-    assert!(
-        worst <= RELATIVE_TOLERANCE * scale,
-        "{what}: max abs error {worst:e} over max abs value {scale:e} exceeds {RELATIVE_TOLERANCE:e}"
-    );
-}
-
-struct Case {
-    model: LoadedModel,
-    io: BTreeMap<String, (Vec<f32>, Vec<usize>)>,
-    device: Device,
-}
-
-impl Case {
-    fn new(case: &str, config_key: &str) -> Self {
-        let device = Device::flex();
-        let model = LoadedModel::build("swin_test", ModelConfig::Swin(config(case, config_key)), &device).unwrap();
-        Self { model, io: read_tensors(&fixture(case).join("io.safetensors")), device }
-    }
-
-    fn input(&self) -> Tensor<4> {
-        let (values, shape) = &self.io["input"];
-        Tensor::<1>::from_data(TensorData::new(values.clone(), [values.len()]), &self.device)
-            .reshape([shape[0], shape[1], shape[2], shape[3]])
-    }
-
-    fn check_logits(&self) {
-        let logits = self.model.model.forward(self.input());
-        assert_eq!(logits.dims().to_vec(), self.io["logits"].1);
-        assert_close("logits", &logits.into_data().try_to_vec::<f32>().unwrap(), &self.io["logits"].0);
-    }
-
-    fn check_features(&self) {
-        let maps = self.model.model.forward_features(self.input());
-        let expected = self.io.keys().filter(|k| k.starts_with("features.")).count();
-        assert_eq!(maps.len(), expected, "one map per stage");
-        for (i, map) in maps.into_iter().enumerate() {
-            let (values, shape) = &self.io[&format!("features.{i}")];
-            assert_eq!(&map.dims().to_vec(), shape, "features.{i} shape");
-            assert_close(&format!("features.{i}"), &map.into_data().try_to_vec::<f32>().unwrap(), values);
-        }
-    }
+/// A Swin built from `config.json[config_key]` of `case`, against that case's timm outputs.
+fn swin_case(case: &str, config_key: &str) -> Case {
+    let device = Device::flex();
+    let model = LoadedModel::build("swin_test", ModelConfig::Swin(config(case, config_key)), &device).unwrap();
+    Case::new(model, &fixture(case).join("io.safetensors"), device)
 }
 
 #[test]
 fn shifted_windows_match_timm_from_safetensors() {
-    let mut case = Case::new("shift", "model");
+    let mut case = swin_case("shift", "model");
     let report = case.model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
     assert!(!report.head_reinitialized && report.resized.is_empty());
     case.check_logits();
@@ -102,14 +45,14 @@ fn shifted_windows_match_timm_from_safetensors() {
 
 #[test]
 fn pth_state_dict_loads_the_same() {
-    let mut case = Case::new("shift", "model");
+    let mut case = swin_case("shift", "model");
     case.model.load_weights(&fixture("shift").join("weights.pth")).unwrap();
     case.check_logits();
 }
 
 #[test]
 fn recomputed_buffers_in_old_checkpoints_are_skipped() {
-    let mut case = Case::new("shift", "model");
+    let mut case = swin_case("shift", "model");
     let report = case.model.load_weights(&fixture("shift").join("weights_with_buffers.safetensors")).unwrap();
     assert!(report.skipped.iter().any(|k| k.ends_with("relative_position_index")), "{:?}", report.skipped);
     case.check_logits();
@@ -117,7 +60,7 @@ fn recomputed_buffers_in_old_checkpoints_are_skipped() {
 
 #[test]
 fn padded_windows_and_odd_merging_match_timm() {
-    let mut case = Case::new("pad", "model");
+    let mut case = swin_case("pad", "model");
     case.model.load_weights(&fixture("pad").join("weights.safetensors")).unwrap();
     case.check_logits();
     case.check_features();
@@ -125,7 +68,7 @@ fn padded_windows_and_odd_merging_match_timm() {
 
 #[test]
 fn window_change_resizes_tables_as_timm() {
-    let mut case = Case::new("resize", "target_model");
+    let mut case = swin_case("resize", "target_model");
     let report = case.model.load_weights(&fixture("resize").join("weights.safetensors")).unwrap();
     assert_eq!(report.resized.len(), 4, "{report:?}");
     case.check_logits();
@@ -150,7 +93,7 @@ fn another_class_count_reinitialises_only_the_head() {
     let mut model = LoadedModel::build("swin_test", ModelConfig::Swin(config), &device).unwrap();
     let report = model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
     assert!(report.head_reinitialized);
-    let mut case = Case::new("shift", "model");
+    let mut case = swin_case("shift", "model");
     case.model = model;
     case.check_features();
     assert_eq!(case.model.model.forward(case.input()).dims(), [2, 5]);
@@ -183,7 +126,7 @@ fn missing_and_corrupt_files_name_the_path() {
 
 #[test]
 fn native_checkpoint_round_trips_with_its_config() {
-    let mut case = Case::new("shift", "model");
+    let mut case = swin_case("shift", "model");
     case.model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
     let dir = std::env::temp_dir().join(format!("kiln-native-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -194,8 +137,6 @@ fn native_checkpoint_round_trips_with_its_config() {
     case.model = restored;
     case.check_logits();
 }
-
-mod common;
 
 #[test]
 fn a_training_step_moves_every_parameter() {

@@ -1,13 +1,91 @@
-//! Checks shared by every family's tests.
+//! Checks shared by every family's tests: reading timm fixtures, the parity tolerance, and the
+//! training-step check.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{DType, Distribution};
-use kiln_models::{Backbone, ModelConfig};
+use kiln_models::checkpoint::read_state_dict;
+use kiln_models::{Backbone, LoadedModel, ModelConfig};
+
+/// Parity tolerance: max-abs error over max-abs value of the timm tensor.
+pub const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+/// Every tensor of a safetensors (or `.pth`) file as `(values, shape)`, converted to f32.
+pub fn read_tensors(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<usize>)> {
+    read_state_dict(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let data = bridge::into_data(t).unwrap().convert_dtype(DType::F32);
+            let shape = data.shape().to_vec();
+            (k, (data.try_to_vec::<f32>().unwrap(), shape))
+        })
+        .collect()
+}
+
+/// Fails unless `got` is within [`RELATIVE_TOLERANCE`] of `expected` (relative to the largest
+/// expected magnitude).
+pub fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(expected).fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
+    assert!(scale > 0.0, "{what}: expected values are all zero");
+    assert!(
+        worst <= RELATIVE_TOLERANCE * scale,
+        "{what}: max abs error {worst:e} over max abs value {scale:e} exceeds {RELATIVE_TOLERANCE:e}"
+    );
+}
+
+/// A model next to the inputs and outputs timm produced for it (`io.safetensors`).
+pub struct Case {
+    /// The model under test.
+    pub model: LoadedModel,
+    /// `input`, `logits`, `features.{i}` (and per family extras such as `stem`).
+    pub io: BTreeMap<String, (Vec<f32>, Vec<usize>)>,
+    /// The CPU device the model lives on.
+    pub device: Device,
+}
+
+impl Case {
+    /// `model` against the fixture outputs in `io`.
+    pub fn new(model: LoadedModel, io: &Path, device: Device) -> Self {
+        Self { model, io: read_tensors(io), device }
+    }
+
+    /// The fixture input `[batch, C, H, W]`.
+    pub fn input(&self) -> Tensor<4> {
+        let (values, shape) = &self.io["input"];
+        Tensor::<1>::from_data(TensorData::new(values.clone(), [values.len()]), &self.device)
+            .reshape([shape[0], shape[1], shape[2], shape[3]])
+    }
+
+    /// `map` against the fixture tensor `key`: same shape, values within tolerance.
+    pub fn check_map<const D: usize>(&self, key: &str, map: Tensor<D>) {
+        let (values, shape) = &self.io[key];
+        assert_eq!(&map.dims().to_vec(), shape, "{key} shape");
+        assert_close(key, &map.into_data().try_to_vec::<f32>().unwrap(), values);
+    }
+
+    /// Logits against timm's.
+    pub fn check_logits(&self) {
+        self.check_map("logits", self.model.model.forward(self.input()));
+    }
+
+    /// Every stage map against timm's `features.{i}`.
+    pub fn check_features(&self) {
+        let maps = self.model.model.forward_features(self.input());
+        let expected = self.io.keys().filter(|k| k.starts_with("features.")).count();
+        assert_eq!(maps.len(), expected, "one map per stage");
+        for (i, map) in maps.into_iter().enumerate() {
+            self.check_map(&format!("features.{i}"), map);
+        }
+    }
+}
 
 fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
     model
