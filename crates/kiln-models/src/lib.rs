@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod checkpoint;
 pub mod error;
+pub mod maxvit;
 pub mod registry;
 pub mod swin;
 

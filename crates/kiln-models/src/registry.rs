@@ -10,12 +10,17 @@ use serde::Serialize;
 use crate::backbone::{Backbone, FeatureInfo};
 use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::error::ModelError;
+use crate::maxvit::{self, MaxVit, MaxVitConfig};
 use crate::swin::{self, Swin, SwinConfig};
 
 /// ImageNet mean, as timm's `IMAGENET_DEFAULT_MEAN`.
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// ImageNet standard deviation, as timm's `IMAGENET_DEFAULT_STD`.
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+/// timm's `IMAGENET_INCEPTION_MEAN` (inputs scaled to [-1, 1]).
+pub const INCEPTION_MEAN: [f64; 3] = [0.5, 0.5, 0.5];
+/// timm's `IMAGENET_INCEPTION_STD`.
+pub const INCEPTION_STD: [f64; 3] = [0.5, 0.5, 0.5];
 
 /// Evaluation defaults that travel with a model name (timm's `pretrained_cfg`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,6 +37,9 @@ pub struct PretrainedCfg {
     pub std: [f64; 3],
     /// Classes of the head.
     pub num_classes: usize,
+    /// How the eval transform fits the image, as timm spells it: `center` (resize the shorter
+    /// side, centre crop) or `squash` (resize both sides, ignoring the aspect ratio, then crop).
+    pub crop_mode: &'static str,
 }
 
 impl PretrainedCfg {
@@ -43,7 +51,13 @@ impl PretrainedCfg {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             num_classes: 1000,
+            crop_mode: "center",
         }
+    }
+
+    /// The TF-ported high-resolution weights: inception mean/std, the whole image squashed.
+    const fn inception_squash(size: usize) -> Self {
+        Self { mean: INCEPTION_MEAN, std: INCEPTION_STD, crop_mode: "squash", ..Self::imagenet(size, 1.0) }
     }
 }
 
@@ -75,6 +89,18 @@ pub fn registry() -> Vec<ModelEntry> {
         entry("swin_base_patch4_window12_384", || ModelConfig::Swin(SwinConfig::base(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
         entry("swin_large_patch4_window7_224", || ModelConfig::Swin(SwinConfig::large(7, 224)), PretrainedCfg::imagenet(224, 0.9)),
         entry("swin_large_patch4_window12_384", || ModelConfig::Swin(SwinConfig::large(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
+        entry("maxvit_tiny_tf_224", || ModelConfig::MaxVit(MaxVitConfig::tiny(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_tiny_tf_384", || ModelConfig::MaxVit(MaxVitConfig::tiny(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_tiny_tf_512", || ModelConfig::MaxVit(MaxVitConfig::tiny(512)), PretrainedCfg::inception_squash(512)),
+        entry("maxvit_small_tf_224", || ModelConfig::MaxVit(MaxVitConfig::small(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_small_tf_384", || ModelConfig::MaxVit(MaxVitConfig::small(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_small_tf_512", || ModelConfig::MaxVit(MaxVitConfig::small(512)), PretrainedCfg::inception_squash(512)),
+        entry("maxvit_base_tf_224", || ModelConfig::MaxVit(MaxVitConfig::base(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_base_tf_384", || ModelConfig::MaxVit(MaxVitConfig::base(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_base_tf_512", || ModelConfig::MaxVit(MaxVitConfig::base(512)), PretrainedCfg::inception_squash(512)),
+        entry("maxvit_large_tf_224", || ModelConfig::MaxVit(MaxVitConfig::large(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_large_tf_384", || ModelConfig::MaxVit(MaxVitConfig::large(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_large_tf_512", || ModelConfig::MaxVit(MaxVitConfig::large(512)), PretrainedCfg::inception_squash(512)),
     ]
 }
 
@@ -121,6 +147,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 pub enum ModelConfig {
     /// Swin Transformer v1.
     Swin(SwinConfig),
+    /// MaxViT (timm's `*_tf_*` models).
+    MaxVit(MaxVitConfig),
 }
 
 impl ModelConfig {
@@ -128,6 +156,7 @@ impl ModelConfig {
     pub fn family(&self) -> &'static str {
         match self {
             Self::Swin(_) => "swin",
+            Self::MaxVit(_) => "maxvit",
         }
     }
 
@@ -135,6 +164,7 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> Result<Model, ModelError> {
         match self {
             Self::Swin(c) => c.init(device).map(Model::Swin),
+            Self::MaxVit(c) => c.init(device).map(Model::MaxVit),
         }
     }
 
@@ -142,6 +172,7 @@ impl ModelConfig {
     pub fn img_size(&self) -> [usize; 2] {
         match self {
             Self::Swin(c) => c.img_size,
+            Self::MaxVit(c) => c.img_size,
         }
     }
 
@@ -149,6 +180,8 @@ impl ModelConfig {
     pub fn set_img_size(&mut self, size: [usize; 2]) {
         match self {
             Self::Swin(c) => c.img_size = size,
+            // the window and grid follow (img_size / 32) unless set explicitly, as in timm
+            Self::MaxVit(c) => c.img_size = size,
         }
     }
 
@@ -156,6 +189,7 @@ impl ModelConfig {
     pub fn num_classes(&self) -> usize {
         match self {
             Self::Swin(c) => c.num_classes,
+            Self::MaxVit(c) => c.num_classes,
         }
     }
 
@@ -163,6 +197,7 @@ impl ModelConfig {
     pub fn set_num_classes(&mut self, n: usize) {
         match self {
             Self::Swin(c) => c.num_classes = n,
+            Self::MaxVit(c) => c.num_classes = n,
         }
     }
 
@@ -170,6 +205,7 @@ impl ModelConfig {
     pub fn in_chans(&self) -> usize {
         match self {
             Self::Swin(c) => c.in_chans,
+            Self::MaxVit(c) => c.in_chans,
         }
     }
 
@@ -178,6 +214,7 @@ impl ModelConfig {
     pub fn to_json(&self) -> String {
         let (family, config) = match self {
             Self::Swin(c) => ("swin", serde_json::to_value(c)),
+            Self::MaxVit(c) => ("maxvit", serde_json::to_value(c)),
         };
         let config = config.expect("a model configuration serialises");
         serde_json::json!({ "family": family, "config": config }).to_string()
@@ -190,6 +227,7 @@ impl ModelConfig {
         let config = value.get("config").cloned().ok_or_else(|| bad("no config".into()))?;
         match value.get("family").and_then(|f| f.as_str()) {
             Some("swin") => serde_json::from_value(config).map(Self::Swin).map_err(|e| bad(e.to_string())),
+            Some("maxvit") => serde_json::from_value(config).map(Self::MaxVit).map_err(|e| bad(e.to_string())),
             other => Err(bad(format!("unknown family {other:?}"))),
         }
     }
@@ -197,6 +235,8 @@ impl ModelConfig {
     fn key_map(&self) -> KeyMap {
         match self {
             Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
+            // head.norm and head.pre_logits do not depend on the class count
+            Self::MaxVit(_) => KeyMap { rename: maxvit::timm_key, classifier_prefix: "head.fc." },
         }
     }
 }
@@ -206,22 +246,27 @@ impl ModelConfig {
 pub enum Model {
     /// Swin Transformer v1.
     Swin(Swin),
+    /// MaxViT.
+    MaxVit(MaxVit),
 }
 
 impl Backbone for Model {
     fn forward_features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         match self {
             Self::Swin(m) => m.forward_features(x),
+            Self::MaxVit(m) => m.forward_features(x),
         }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         match self {
             Self::Swin(m) => m.feature_info(),
+            Self::MaxVit(m) => m.feature_info(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Self::Swin(m) => m.forward(x),
+            Self::MaxVit(m) => m.forward(x),
         }
     }
 }
@@ -270,9 +315,36 @@ impl LoadedModel {
         Ok(loaded)
     }
 
-    /// Exact number of learnable parameters.
+    /// Exact number of learnable parameters, counted as timm does (`sum(p.numel() for p in
+    /// model.parameters())`): BatchNorm running statistics are buffers, not parameters.
     pub fn num_params(&self) -> usize {
-        self.model.num_params()
+        let mut counter = ParameterCounter::default();
+        self.model.visit(&mut counter);
+        counter.count
+    }
+}
+
+/// Counts float parameters, leaving out BatchNorm's running statistics, which burn's
+/// `Module::num_params` includes (they are `RunningState`s visited like parameters).
+#[derive(Default)]
+struct ParameterCounter {
+    path: Vec<(String, String)>,
+    count: usize,
+}
+
+impl burn::module::ModuleVisitor for ParameterCounter {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_string(), container_type.to_string()));
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let buffer = matches!(self.path.last(), Some((field, parent))
+            if parent == "Struct:BatchNorm" && (field == "running_mean" || field == "running_var"));
+        if !buffer {
+            self.count += param.lazy_shape().num_elements();
+        }
     }
 }
 
@@ -287,6 +359,8 @@ mod tests {
         let err = find("swin_tiny_patch4_windw7_224").unwrap_err().to_string();
         assert!(err.contains("did you mean swin_tiny_patch4_window7_224"), "{err}");
         assert!(find("swin_small_patch4_window7_224").is_ok());
+        let err = find("maxvit_tiny_224").unwrap_err().to_string();
+        assert!(err.contains("maxvit_tiny_tf_224"), "{err}");
     }
 
     #[test]
@@ -295,5 +369,18 @@ mod tests {
         let back = ModelConfig::from_json(&config.to_json()).unwrap();
         assert_eq!(back.num_classes(), 7);
         assert_eq!(back.to_json(), config.to_json());
+        let config = ModelConfig::MaxVit(MaxVitConfig::tiny(384).with_grid_size(Some([6, 6])));
+        let back = ModelConfig::from_json(&config.to_json()).unwrap();
+        assert_eq!((back.family(), back.img_size()), ("maxvit", [384, 384]));
+        assert_eq!(back.to_json(), config.to_json());
+    }
+
+    #[test]
+    fn parameter_count_leaves_out_batch_norm_buffers() {
+        let device = Device::flex();
+        let config = ModelConfig::MaxVit(MaxVitConfig::new([32, 32], vec![8], vec![1], 8).with_dim_head(8).with_partition_ratio(16).with_num_classes(2));
+        let model = LoadedModel::build("m", config, &device).unwrap();
+        // 4 BatchNorms (stem.norm1; pre_norm 8, norm1 32, norm2 32) hold 2 · (8 + 8 + 32 + 32) buffers
+        assert_eq!(model.model.num_params() - model.num_params(), 2 * (8 + 8 + 32 + 32));
     }
 }

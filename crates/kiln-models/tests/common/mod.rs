@@ -99,9 +99,16 @@ fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// BatchNorm running statistics: buffers the training forward updates, not the optimizer.
+fn is_batch_norm_buffer(name: &str) -> bool {
+    name.ends_with(".running_mean") || name.ends_with(".running_var")
+}
+
 /// One full training step (forward, cross-entropy, backward, AdamW update) on the autodiff CPU
 /// device must give a finite loss and move every parameter: a parameter left unchanged never
-/// received a gradient, i.e. the graph is cut somewhere.
+/// received a gradient, i.e. the graph is cut somewhere. BatchNorm running statistics must move
+/// too, through the training forward (read after `valid()`, which applies the update burn's
+/// `RunningState` keeps pending until the next forward or sync).
 pub fn assert_train_step_moves_every_parameter(config: ModelConfig, batch: usize) {
     let device = Device::flex().autodiff();
     let model = config.init(&device).unwrap();
@@ -117,8 +124,17 @@ pub fn assert_train_step_moves_every_parameter(config: ModelConfig, batch: usize
     assert!(loss_value.is_finite(), "loss {loss_value}");
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = AdamWConfig::new().init().step(1e-3, model, grads);
-    let after = parameters(&model);
+    let after = parameters(&model.valid());
     assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
-    let frozen: Vec<&String> = before.iter().filter(|(name, values)| &after[*name] == *values).map(|(name, _)| name).collect();
+    let unchanged = |buffers: bool| -> Vec<&String> {
+        before
+            .iter()
+            .filter(|(name, values)| is_batch_norm_buffer(name) == buffers && &after[*name] == *values)
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let frozen = unchanged(false);
     assert!(frozen.is_empty(), "parameters unchanged by a training step: {frozen:?}");
+    let stale = unchanged(true);
+    assert!(stale.is_empty(), "BatchNorm statistics not updated by a training forward: {stale:?}");
 }
