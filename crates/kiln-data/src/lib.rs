@@ -6,7 +6,7 @@
 //! tensor library is involved: the output is a plain [`ImageTensor`].
 //!
 //! ```no_run
-//! use kiln_data::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Interpolation, load_image};
+//! use kiln_data::{CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Interpolation, load_image};
 //!
 //! # fn main() -> Result<(), kiln_data::DataError> {
 //! let transform = EvalTransform {
@@ -16,6 +16,7 @@
 //!     mean: IMAGENET_MEAN,
 //!     std: IMAGENET_STD,
 //!     channels: 3,
+//!     crop_mode: CropMode::from_timm("center")?,
 //! };
 //! let input = transform.apply(&load_image("cat.jpg")?);
 //! assert_eq!(input.shape(), [3, 224, 224]);
@@ -34,4 +35,4 @@ pub use image::{GrayImage, RgbImage};
 pub use labels::{imagenet1k_labels, imagenet1k_wnids};
 pub use load::{load_image, load_luma_image, to_luma, to_rgb};
 pub use resample::{Interpolation, resize};
-pub use transform::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, center_crop};
+pub use transform::{CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, center_crop};
