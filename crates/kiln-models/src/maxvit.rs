@@ -175,8 +175,8 @@ impl MaxVitConfig {
             if (0..2).any(|a| r[a] % window[a] != 0 || r[a] % grid[a] != 0) {
                 return bad(format!(
                     "img_size {:?} gives stage {i} a {}x{} map, which window {window:?} and grid {grid:?} do not \
-                     divide; MaxViT partitions without padding, so use an img_size whose stage maps divide by the \
-                     partition sizes (with the derived sizes: a multiple of 32 · img_size / partition_ratio, e.g. 224, 256, 384)",
+                     divide; MaxViT partitions without padding, so pick an img_size whose stage maps they divide \
+                     (with the derived sizes and partition_ratio 32: any multiple of 32, e.g. 224, 256, 288, 384)",
                     self.img_size, r[0], r[1]
                 ));
             }
