@@ -6,7 +6,9 @@
 //! Cases: `tiny` (partition size derived from img_size, identity and pool-only shortcuts),
 //! `rect` (different, non-square window and grid: catches height/width swaps in tables and
 //! partitions), `odd` (odd map sizes: TF 'SAME' pads 1/1 there and the pooled shortcut counts
-//! its zero padding).
+//! its zero padding); and `resize`: the tiny checkpoint loaded into the model built at 80 px
+//! (partition 5 instead of 4), its `[heads, 2h−1, 2w−1]` tables resized as timm's
+//! `checkpoint_filter_fn` resizes them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use kiln_models::maxvit::MaxVitConfig;
 use kiln_models::{Backbone, LoadedModel, Model, ModelConfig, ModelError};
 
 mod common;
-use common::{Case, read_tensors};
+use common::{Case, assert_close, read_tensors};
 
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/maxvit").join(case)
@@ -114,6 +116,45 @@ fn model_tensors(model: &Model) -> BTreeMap<String, Vec<f32>> {
             (name, bridge::into_data(t).unwrap().convert_dtype(DType::F32).try_to_vec::<f32>().unwrap())
         })
         .collect()
+}
+
+#[test]
+fn partition_change_resizes_tables_as_timm() {
+    let cfg = config("resize");
+    assert_eq!(cfg.partition_sizes(), ([5, 5], [5, 5]), "80 / partition_ratio 16");
+    let mut case = maxvit_case("resize", cfg);
+    let report = case.model.load_weights(&fixture("tiny").join("weights.safetensors")).unwrap();
+    assert_eq!(report.resized.len(), 6, "{report:?}");
+    assert!(!report.head_reinitialized);
+    let ours = model_tensors(&case.model.model);
+    for (key, (expected, shape)) in read_tensors(&fixture("resize").join("resized_tables.safetensors")) {
+        assert_eq!(shape, vec![shape[0], 9, 9], "{key}");
+        assert!(report.resized.contains(&key), "{key} not reported as resized");
+        assert_close(&key, &ours[&key], &expected);
+    }
+    let Model::MaxVit(maxvit) = &case.model.model else { panic!("built a MaxViT") };
+    case.check_map("stem", maxvit.forward_stem(case.input()));
+    case.check_features();
+    case.check_logits();
+}
+
+#[test]
+fn non_square_tables_resize_each_axis_as_timm() {
+    // rect's block (3, 2) and grid (2, 4) tables into window (5, 4) / grid (3, 7): 5x3 -> 9x7 and
+    // 3x7 -> 5x13; a height/width mix-up in the [heads, 2h−1, 2w−1] path cannot pass this
+    let cfg = MaxVitConfig { img_size: [120, 224], ..config("rect") }
+        .with_window_size(Some([5, 4]))
+        .with_grid_size(Some([3, 7]));
+    let device = Device::flex();
+    let mut model = LoadedModel::build("maxvit_test", ModelConfig::MaxVit(cfg), &device).unwrap();
+    let report = model.load_weights(&fixture("rect").join("weights.safetensors")).unwrap();
+    assert_eq!(report.resized.len(), 4, "{report:?}");
+    let ours = model_tensors(&model.model);
+    for (key, (expected, shape)) in read_tensors(&fixture("resize").join("resized_tables_rect.safetensors")) {
+        let plane = if key.contains("attn_grid") { [5, 13] } else { [9, 7] };
+        assert_eq!(shape[1..], plane, "{key}");
+        assert_close(&key, &ours[&key], &expected);
+    }
 }
 
 #[test]
