@@ -4,15 +4,15 @@
     python3 scripts/check_predict_parity.py \
         --weights /tmp/swin_tiny.safetensors --image /tmp/img.png \
         [--model swin_tiny_patch4_window7_224] [--crop-pct 1.0] [--seed 0] \
-        [--kiln target/release/kiln]
+        [--image-size H W] [--kiln target/release/kiln]
 
 1. builds timm `--model` (pretrained=False) with a fixed seed and overwrites every parameter with random
    values of a meaningful scale (same scheme as export_timm_fixtures.randomize_: matrices N(0,1)/sqrt(fan_in),
    norm weights 1+0.1N, biases 0.1N, relative position tables N(0,1)), so position biases / masks matter;
 2. saves its state_dict() (timm key names, contiguous f32; int buffers keep their dtype) with safetensors
    to --weights;
-3. writes a deterministic, smooth random-ish RGB PNG of the model's input size to --image (224x224 for
-   swin_tiny);
+3. writes a deterministic, smooth random-ish RGB PNG of the model's input size (or --image-size H W; a
+   non-square one makes the model's crop_mode matter, e.g. 'squash' for maxvit_*_tf_384) to --image;
 4. runs timm's eval preprocessing (timm.data.resolve_data_config with crop_pct overridden + create_transform)
    and prints timm's top-5 as one JSON line;
 5. with --kiln BIN also runs `BIN predict --model M --weights W --crop-pct P --json IMG`, parses its JSON line
@@ -69,6 +69,8 @@ def main() -> int:
     ap.add_argument('--weights', default='/tmp/swin_tiny.safetensors')
     ap.add_argument('--image', default='/tmp/img.png')
     ap.add_argument('--crop-pct', type=float, default=1.0)
+    ap.add_argument('--image-size', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                    help="size of the test image (default: the model's input size)")
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--topk', type=int, default=5)
     ap.add_argument('--atol', type=float, default=1e-3)
@@ -88,7 +90,8 @@ def main() -> int:
     _, in_h, in_w = data_cfg['input_size']
     image = Path(args.image)
     image.parent.mkdir(parents=True, exist_ok=True)
-    make_image(image, in_h, in_w, args.seed)
+    img_h, img_w = args.image_size or (in_h, in_w)
+    make_image(image, img_h, img_w, args.seed)
 
     transform = create_transform(**data_cfg)
     x = transform(Image.open(image).convert('RGB')).unsqueeze(0)

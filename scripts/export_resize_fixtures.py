@@ -125,14 +125,17 @@ def resize_targets(w, h):
 RESIZE_MODES = {'rgb_37x23.png': ['RGB'], 'gray_23x37.png': ['L']}
 
 EVAL_CASES = [
-    # (name, img_size, crop_pct, interpolation, mean, std, mode)
-    ('imagenet_bicubic_16', 16, 0.875, 'bicubic', IMAGENET_MEAN, IMAGENET_STD, 'RGB'),
-    ('bilinear_10_crop1', 10, 1.0, 'bilinear', IMAGENET_MEAN, IMAGENET_STD, 'RGB'),
-    ('nearest_11', 11, 0.9, 'nearest', (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 'RGB'),
-    ('keep_ratio_12x20', (12, 20), 0.9, 'bicubic', IMAGENET_MEAN, IMAGENET_STD, 'RGB'),
-    ('keep_ratio_18x7_lanczos', (18, 7), 0.95, 'lanczos', IMAGENET_MEAN, IMAGENET_STD, 'RGB'),
-    ('padded_16_crop2', 16, 2.0, 'bicubic', IMAGENET_MEAN, IMAGENET_STD, 'RGB'),
-    ('luma_bicubic_14', 14, 0.875, 'bicubic', (0.5,), (0.25,), 'L'),
+    # (name, img_size, crop_pct, interpolation, mean, std, mode, crop_mode)
+    ('imagenet_bicubic_16', 16, 0.875, 'bicubic', IMAGENET_MEAN, IMAGENET_STD, 'RGB', 'center'),
+    ('bilinear_10_crop1', 10, 1.0, 'bilinear', IMAGENET_MEAN, IMAGENET_STD, 'RGB', 'center'),
+    ('nearest_11', 11, 0.9, 'nearest', (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 'RGB', 'center'),
+    ('keep_ratio_12x20', (12, 20), 0.9, 'bicubic', IMAGENET_MEAN, IMAGENET_STD, 'RGB', 'center'),
+    ('keep_ratio_18x7_lanczos', (18, 7), 0.95, 'lanczos', IMAGENET_MEAN, IMAGENET_STD, 'RGB', 'center'),
+    ('padded_16_crop2', 16, 2.0, 'bicubic', IMAGENET_MEAN, IMAGENET_STD, 'RGB', 'center'),
+    ('luma_bicubic_14', 14, 0.875, 'bicubic', (0.5,), (0.25,), 'L', 'center'),
+    # the maxvit_*_tf_384/512 pretrained cfg (crop_pct 1, inception mean/std), and a squash that crops
+    ('squash_inception_16', 16, 1.0, 'bicubic', (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 'RGB', 'squash'),
+    ('squash_12x20_crop09', (12, 20), 0.9, 'bilinear', IMAGENET_MEAN, IMAGENET_STD, 'RGB', 'squash'),
 ]
 
 
@@ -162,19 +165,19 @@ def main():
                         'image': f'images/{name}', 'mode': mode, 'filter': filter_name,
                         'width': w, 'height': h, **resized.add(out.tobytes()),
                     })
-        for case, img_size, crop_pct, interp, mean, std, mode in EVAL_CASES:
+        for case, img_size, crop_pct, interp, mean, std, mode, crop_mode in EVAL_CASES:
             if name != 'rgb_37x23.png' and case not in ('imagenet_bicubic_16', 'luma_bicubic_14'):
                 continue  # every case on one image, the common ones on all
             transform = transforms_imagenet_eval(img_size=img_size, crop_pct=crop_pct, interpolation=interp,
-                                                 mean=mean, std=std)
+                                                 mean=mean, std=std, crop_mode=crop_mode)
             x = transform(src.convert(mode))
             assert x.dtype == torch.float32
             channels, height, width = x.shape
             manifest['eval'].append({
                 'image': f'images/{name}', 'case': case,
                 'img_size': list(img_size) if isinstance(img_size, tuple) else [img_size, img_size],
-                'crop_pct': crop_pct, 'interpolation': interp, 'mean': list(mean), 'std': list(std),
-                'channels': channels, 'height': height, 'width': width,
+                'crop_pct': crop_pct, 'crop_mode': crop_mode, 'interpolation': interp, 'mean': list(mean),
+                'std': list(std), 'channels': channels, 'height': height, 'width': width,
                 **evals.add(x.contiguous().numpy().astype('<f4').tobytes()),
             })
     decoded.write(OUT / 'decoded.bin')

@@ -7,6 +7,7 @@ Run by hand (needs torch, timm, safetensors; CPU only, deterministic):
     python3 scripts/export_timm_fixtures.py                # everything
     python3 scripts/export_timm_fixtures.py --only swin    # only the Swin parity fixtures
     python3 scripts/export_timm_fixtures.py --only maxvit  # only the MaxViT (*_tf_*) parity fixtures
+    python3 scripts/export_timm_fixtures.py --only maxvit_resize  # only maxvit/resize (reads maxvit/tiny)
     python3 scripts/export_timm_fixtures.py --only davit   # only the DaViT parity fixtures
     python3 scripts/export_timm_fixtures.py --only registry
     python3 scripts/export_timm_fixtures.py --only labels
@@ -27,6 +28,10 @@ Outputs (paths relative to the repository root):
       resize/resized_tables.safetensors      relative_position_bias_table tensors as produced by timm's
                                              checkpoint_filter_fn for the target model (target key names)
     crates/kiln-models/tests/fixtures/maxvit/<case>/   (cases tiny, rect, odd)
+      maxvit/resize/          the tiny checkpoint (partition 4) loaded through timm's checkpoint_filter_fn into
+                              the same model built at 80x80 (partition 5): config.json (target model),
+                              io.safetensors (target outputs), resized_tables.safetensors (the tables timm made);
+                              the source weights are maxvit/tiny/weights.safetensors, not copied
     crates/kiln-models/tests/fixtures/davit/<case>/    (cases tiny, pad)
         weights.safetensors   full timm state_dict(), timm key names, f32 (+ the int64 0-d BatchNorm
                               '*.num_batches_tracked' buffers MaxViT's state_dict carries)
@@ -61,7 +66,7 @@ from timm.models.maxxvit import (MaxxVit, MaxxVitCfg, MaxxVitConvCfg, MaxxVitTra
                                  cfg_window_size, model_cfgs as MAXXVIT_MODEL_CFGS,
                                  checkpoint_filter_fn as maxxvit_checkpoint_filter_fn)
 from timm.models.davit import DaVit
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parent.parent
 SWIN_DIR = REPO / 'crates/kiln-models/tests/fixtures/swin'
@@ -957,6 +962,74 @@ def export_maxvit():
     return print_dir_total(MAXVIT_DIR, 'maxvit')
 
 
+MAXVIT_RESIZE_IMG = (80, 80)  # the tiny case at 80 px: partition 80 // 16 = 5 where the checkpoint has 4
+
+
+@torch.no_grad()
+def export_maxvit_resize():
+    """maxvit/resize: timm's checkpoint_filter_fn resizing [nH, 2h-1, 2w-1] tables (7x7 -> 11x11) when the tiny
+    checkpoint is loaded into the same model built for a larger input, with the resulting model's outputs
+    (one image, to keep the fixture small)."""
+    src_dir = MAXVIT_DIR / 'tiny'
+    src_json = json.loads((src_dir / 'config.json').read_text())
+    src_sd = load_file(str(src_dir / 'weights.safetensors'))
+    mj = json.loads(json.dumps(src_json['model']))
+    mj['img_size'] = list(MAXVIT_RESIZE_IMG)
+    dst = maxvit_from_json(mj).eval()
+    filtered = maxxvit_checkpoint_filter_fn(dict(src_sd), dst)
+    dst.load_state_dict(filtered, strict=True)
+    resized = {k: v.float().contiguous() for k, v in filtered.items()
+               if k.endswith('relative_position_bias_table') and v.shape != src_sd[k].shape}
+    window = tuple(dst.stages[0].blocks[0].attn_block.partition_size)
+    src_window = tuple(src_json['reference']['window_size'])
+    assert len(resized) == 6 and window == (5, 5), (len(resized), window)
+    for k, v in resized.items():  # the float64 reference agrees with timm here too
+        nh, sh, sw = src_sd[k].shape
+        ref = ref_resize_table(src_sd[k].permute(1, 2, 0).reshape(-1, nh), src_window, window)
+        ref = ref.view(2 * window[0] - 1, 2 * window[1] - 1, nh).permute(2, 0, 1)
+        assert (ref - v.double()).abs().max().item() < 1e-5, k
+    seed = 2100
+    torch.manual_seed(seed)
+    x = torch.randn(1, mj['in_chans'], *MAXVIT_RESIZE_IMG)
+    logits, feats, stem = run_with_features(dst, x, stages=dst.stages, nhwc=False, inter_offset=1, capture_stem=True)
+    d = MAXVIT_DIR / 'resize'
+    d.mkdir(parents=True, exist_ok=True)
+    io = {'input': x.contiguous(), 'logits': logits.contiguous(), 'stem': stem}
+    io.update({f'features.{i}': f for i, f in enumerate(feats)})
+    save_file(io, str(d / 'io.safetensors'))
+    save_file(resized, str(d / 'resized_tables.safetensors'))
+    meta = {
+        'timm_version': timm.__version__, 'torch_version': torch.__version__.split('+')[0],
+        'model': mj, 'source_weights': 'maxvit/tiny/weights.safetensors',
+        'source_window_size': list(src_window), 'window_size': list(window),
+        'grid_size': list(dst.stages[0].blocks[0].attn_grid.partition_size), 'input_seed': seed,
+        'note': ('io.safetensors holds the outputs of the TARGET model (this config.json, img_size 80) after '
+                 'target.load_state_dict(checkpoint_filter_fn(tiny_sd, target), strict=True); '
+                 'resized_tables.safetensors holds the tables checkpoint_filter_fn produced.'),
+    }
+    # non-square tables, resized along each axis on its own: the rect checkpoint (window (3, 2), grid (2, 4)) into
+    # window (5, 4) / grid (3, 7); img 120x224 makes every stage map divisible (tables only, no forward)
+    rect_json = json.loads((MAXVIT_DIR / 'rect' / 'config.json').read_text())
+    rect_sd = load_file(str(MAXVIT_DIR / 'rect' / 'weights.safetensors'))
+    rj = json.loads(json.dumps(rect_json['model']))
+    rj['img_size'] = [120, 224]
+    rj['cfg']['transformer_cfg'].update(window_size=[5, 4], grid_size=[3, 7])
+    rect_dst = maxvit_from_json(rj).eval()
+    rect_filtered = maxxvit_checkpoint_filter_fn(dict(rect_sd), rect_dst)
+    rect_dst.load_state_dict(rect_filtered, strict=True)
+    rect_resized = {k: v.float().contiguous() for k, v in rect_filtered.items()
+                    if k.endswith('relative_position_bias_table')}
+    assert {tuple(v.shape[1:]) for v in rect_resized.values()} == {(9, 7), (5, 13)}
+    save_file(rect_resized, str(d / 'resized_tables_rect.safetensors'))
+    meta['rect_target_model'] = rj
+    meta['note'] += (' resized_tables_rect.safetensors: the tables of maxvit/rect/weights.safetensors after '
+                     'checkpoint_filter_fn into rect_target_model (window (5, 4), grid (3, 7); never run).')
+    (d / 'config.json').write_text(json.dumps(meta, indent=2) + '\n')
+    print(f'[maxvit/resize] {len(resized)} tables {tuple(next(iter(src_sd[k] for k in resized)).shape)} -> '
+          f'{tuple(next(iter(resized.values())).shape)}; logits {tuple(logits.shape)}')
+    return print_dir_total(MAXVIT_DIR, 'maxvit')
+
+
 # ----------------------------------------------------------------------------------------------
 # DaViT (timm/models/davit.py; see scripts/NOTES_timm_davit.txt)
 # ----------------------------------------------------------------------------------------------
@@ -1200,10 +1273,10 @@ def export_labels():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--only', choices=['swin', 'maxvit', 'davit', 'registry', 'labels'], action='append',
-                    help='run only these steps (repeatable); default: all')
+    ap.add_argument('--only', choices=['swin', 'maxvit', 'maxvit_resize', 'davit', 'registry', 'labels'],
+                    action='append', help='run only these steps (repeatable); default: all')
     args = ap.parse_args()
-    steps = args.only or ['swin', 'maxvit', 'davit', 'registry', 'labels']
+    steps = args.only or ['swin', 'maxvit', 'maxvit_resize', 'davit', 'registry', 'labels']
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     print(f'torch {torch.__version__}, timm {timm.__version__}')
     if 'swin' in steps:
@@ -1211,6 +1284,8 @@ def main():
     totals = {}
     if 'maxvit' in steps:
         totals['maxvit'] = export_maxvit()
+    if 'maxvit_resize' in steps:
+        totals['maxvit'] = export_maxvit_resize()
     if 'davit' in steps:
         totals['davit'] = export_davit()
     if totals:

@@ -56,6 +56,12 @@ pub enum DataError {
         /// The name given.
         name: String,
     },
+    /// A crop mode Kiln does not implement.
+    #[error("unknown or unsupported crop mode '{name}'; use center or squash")]
+    UnknownCropMode {
+        /// The name given.
+        name: String,
+    },
     /// A preprocessing configuration that cannot be applied.
     #[error("invalid preprocessing configuration: {0}")]
     InvalidTransform(String),

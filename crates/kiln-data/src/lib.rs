@@ -18,7 +18,7 @@
 //!   whatever the thread timing, and resumably from a [`LoaderPosition`].
 //!
 //! ```no_run
-//! use kiln_data::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Interpolation, load_image};
+//! use kiln_data::{CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Interpolation, load_image};
 //!
 //! # fn main() -> Result<(), kiln_data::DataError> {
 //! let transform = EvalTransform {
@@ -28,6 +28,7 @@
 //!     mean: IMAGENET_MEAN,
 //!     std: IMAGENET_STD,
 //!     channels: 3,
+//!     crop_mode: CropMode::from_timm("center")?,
 //! };
 //! let input = transform.apply(&load_image("cat.jpg")?);
 //! assert_eq!(input.shape(), [3, 224, 224]);
@@ -67,5 +68,5 @@ pub use rand_augment::{AugmentOp, OpParams, RandAugment, fill_from_mean};
 pub use resample::{Interpolation, resize};
 pub use rng::Rng;
 pub use transform::{
-    EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop, to_normalized_tensor,
+    CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop, to_normalized_tensor,
 };

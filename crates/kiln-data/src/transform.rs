@@ -1,4 +1,4 @@
-//! timm's evaluation preprocessing (`transforms_imagenet_eval`, default `crop_mode='center'`).
+//! timm's evaluation preprocessing (`transforms_imagenet_eval`, `crop_mode` `center` or `squash`).
 
 use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 
@@ -34,13 +34,41 @@ impl ImageTensor {
     }
 }
 
-/// timm's `transforms_imagenet_eval` with the default centre crop:
+/// How the image is fitted to `floor(img_size / crop_pct)` before the centre crop (timm's
+/// `crop_mode`; its third mode, `border`, is not implemented).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CropMode {
+    /// Keep the aspect ratio: the shorter side (or, for a non-square target, the tighter one)
+    /// is resized to the scale size; the crop then cuts the rest. timm's default.
+    #[default]
+    Center,
+    /// Resize both sides straight to the scale size, distorting the aspect ratio; nothing is
+    /// cut when `crop_pct` is 1 (timm's TF-ported MaxViT weights at 384 and 512 use this).
+    Squash,
+}
+
+impl CropMode {
+    /// The mode timm names `name` (`center` or `squash`).
+    ///
+    /// # Errors
+    /// [`DataError::UnknownCropMode`] for any other name, `border` included.
+    pub fn from_timm(name: &str) -> Result<Self, DataError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "center" => Ok(CropMode::Center),
+            "squash" => Ok(CropMode::Squash),
+            _ => Err(DataError::UnknownCropMode { name: name.to_string() }),
+        }
+    }
+}
+
+/// timm's `transforms_imagenet_eval`:
 ///
 /// 1. `scale_size = floor(img_size / crop_pct)` per side;
-/// 2. if the two scale sides are equal, torchvision `Resize(scale_size)` of the shorter image
-///    side (the longer becomes `int(scale_size * long / short)`), else timm's `ResizeKeepRatio`
-///    (both sides divided by the smaller of the two side ratios, rounded half to even), with
-///    Pillow's resampling ([`resize`]);
+/// 2. [`CropMode::Center`]: if the two scale sides are equal, torchvision `Resize(scale_size)` of
+///    the shorter image side (the longer becomes `int(scale_size * long / short)`), else timm's
+///    `ResizeKeepRatio` (both sides divided by the smaller of the two side ratios, rounded half
+///    to even); [`CropMode::Squash`]: torchvision `Resize((scale_h, scale_w))`, both sides
+///    straight to the scale size. Either with Pillow's resampling ([`resize`]);
 /// 3. torchvision `CenterCrop(img_size)`, zero-padding first where the image is smaller;
 /// 4. `ToTensor` (`/ 255`) and `Normalize(mean, std)`, in f32.
 ///
@@ -61,6 +89,8 @@ pub struct EvalTransform {
     pub std: [f32; 3],
     /// Output channels: 3 (RGB) or 1 (luma).
     pub channels: usize,
+    /// How the resize treats the aspect ratio.
+    pub crop_mode: CropMode,
 }
 
 impl EvalTransform {
@@ -73,6 +103,7 @@ impl EvalTransform {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             channels: 3,
+            crop_mode: CropMode::Center,
         }
     }
 
@@ -115,7 +146,9 @@ impl EvalTransform {
     pub fn resized_size(&self, height: usize, width: usize) -> [usize; 2] {
         assert!(height > 0 && width > 0, "cannot preprocess an empty {width}x{height} image");
         let [scale_h, scale_w] = self.scale_size();
-        if scale_h == scale_w {
+        if self.crop_mode == CropMode::Squash {
+            [scale_h, scale_w]
+        } else if scale_h == scale_w {
             // torchvision `_compute_resized_output_size` with an int size.
             let (short, long) = if width <= height { (width, height) } else { (height, width) };
             let new_long = ((scale_h * long) as f64 / short as f64) as usize;
@@ -270,6 +303,39 @@ mod tests {
         // A .5 tie rounds to even: ratio = min(5/2, 8/4) = 2 -> 2.5 -> 2, 4.
         let tie = EvalTransform { img_size: [2, 4], crop_pct: 1.0, ..t };
         assert_eq!(tie.resized_size(5, 8), [2, 4]);
+    }
+
+    #[test]
+    fn squash_resizes_both_sides_to_the_scale_size() {
+        let squash = |img_size, crop_pct| EvalTransform { crop_mode: CropMode::Squash, ..transform(img_size, crop_pct) };
+        // the aspect ratio is ignored: any image goes straight to floor(img_size / crop_pct)
+        assert_eq!(squash([384, 384], 1.0).resized_size(480, 640), [384, 384]);
+        assert_eq!(squash([384, 384], 1.0).resized_size(23, 37), [384, 384]);
+        assert_eq!(squash([12, 20], 0.9).resized_size(100, 10), [13, 22]);
+        // centre mode keeps the ratio for the same inputs
+        assert_eq!(transform([384, 384], 1.0).resized_size(480, 640), [384, 512]);
+    }
+
+    #[test]
+    fn squash_keeps_the_whole_image_where_center_crops_it() {
+        // 8x4 (w x h): the left quarter black, the rest white; nearest keeps values exact
+        let img = RgbImage::from_fn(8, 4, |x, _| if x < 2 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) });
+        let plain = |crop_mode| EvalTransform {
+            interpolation: Interpolation::Nearest,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            crop_mode,
+            ..transform([4, 4], 1.0)
+        };
+        let first_row = |t: EvalTransform| t.apply(&img).data[..4].to_vec();
+        // squash: 8 -> 4 columns, nearest samples source columns 1, 3, 5, 7: the black survives
+        assert_eq!(first_row(plain(CropMode::Squash)), vec![0.0, 1.0, 1.0, 1.0]);
+        // center: height already 4, width stays 8, the crop keeps columns 2..6: all white
+        assert_eq!(first_row(plain(CropMode::Center)), vec![1.0; 4]);
+        assert!(CropMode::from_timm("squash").unwrap() == CropMode::Squash);
+        assert!(CropMode::from_timm(" Center ").unwrap() == CropMode::Center);
+        let err = CropMode::from_timm("border").unwrap_err();
+        assert!(matches!(err, DataError::UnknownCropMode { .. }), "{err}");
     }
 
     #[test]

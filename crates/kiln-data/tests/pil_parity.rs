@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_data::{EvalTransform, GrayImage, Interpolation, load_image, resize, to_luma};
+use kiln_data::{CropMode, EvalTransform, GrayImage, Interpolation, load_image, resize, to_luma};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -91,7 +91,7 @@ fn eval_transform_matches_timm() {
     let blob = read_blob("eval.bin");
     let m = manifest();
     let cases = m["eval"].as_array().unwrap();
-    assert_eq!(cases.len(), 19);
+    assert_eq!(cases.len(), 21);
     let mut exact = 0;
     let mut total = 0;
     for case in cases {
@@ -109,6 +109,7 @@ fn eval_transform_matches_timm() {
             mean: three("mean"),
             std: three("std"),
             channels: usize_of(&case["channels"]),
+            crop_mode: CropMode::from_timm(case["crop_mode"].as_str().unwrap()).unwrap(),
         };
         let out = transform.apply(&load_image(fixtures().join(file)).unwrap());
         assert_eq!(

@@ -158,8 +158,7 @@ impl DaVitConfig {
             stages,
             head: ClassifierHeadConfig::new(num_features, self.num_classes)
                 .with_dropout(self.drop_rate)
-                .with_norm(true)
-                .with_norm_epsilon(self.norm_eps)
+                .with_norm_eps(Some(self.norm_eps))
                 .init(device),
         })
     }

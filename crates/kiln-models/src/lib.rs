@@ -6,6 +6,7 @@ pub mod atlas;
 pub mod checkpoint;
 pub mod davit;
 pub mod error;
+pub mod maxvit;
 pub mod registry;
 pub mod swin;
 

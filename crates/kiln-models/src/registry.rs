@@ -12,12 +12,17 @@ use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::davit::{self, DaVit, DaVitConfig};
 use crate::error::ModelError;
 use crate::atlas::{self, Atlas, AtlasConfig};
+use crate::maxvit::{self, MaxVit, MaxVitConfig};
 use crate::swin::{self, Swin, SwinConfig};
 
 /// ImageNet mean, as timm's `IMAGENET_DEFAULT_MEAN`.
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// ImageNet standard deviation, as timm's `IMAGENET_DEFAULT_STD`.
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+/// timm's `IMAGENET_INCEPTION_MEAN` (inputs scaled to [-1, 1]).
+pub const INCEPTION_MEAN: [f64; 3] = [0.5, 0.5, 0.5];
+/// timm's `IMAGENET_INCEPTION_STD`.
+pub const INCEPTION_STD: [f64; 3] = [0.5, 0.5, 0.5];
 
 /// Evaluation defaults that travel with a model name (timm's `pretrained_cfg`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,6 +39,9 @@ pub struct PretrainedCfg {
     pub std: [f64; 3],
     /// Classes of the head.
     pub num_classes: usize,
+    /// How the eval transform fits the image, as timm spells it: `center` (resize the shorter
+    /// side, centre crop) or `squash` (resize both sides, ignoring the aspect ratio, then crop).
+    pub crop_mode: &'static str,
 }
 
 impl PretrainedCfg {
@@ -45,7 +53,13 @@ impl PretrainedCfg {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             num_classes: 1000,
+            crop_mode: "center",
         }
+    }
+
+    /// The TF-ported high-resolution weights: inception mean/std, the whole image squashed.
+    const fn inception_squash(size: usize) -> Self {
+        Self { mean: INCEPTION_MEAN, std: INCEPTION_STD, crop_mode: "squash", ..Self::imagenet(size, 1.0) }
     }
 }
 
@@ -85,6 +99,18 @@ pub fn registry() -> Vec<ModelEntry> {
         // official YalaLab/atlas models, trained on HR-IN100 (100 classes, bicubic resize to 1024)
         entry("atlas_base_1024", || ModelConfig::Atlas(AtlasConfig::base()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
         entry("atlas_small_1024", || ModelConfig::Atlas(AtlasConfig::small()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
+        entry("maxvit_tiny_tf_224", || ModelConfig::MaxVit(MaxVitConfig::tiny(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_tiny_tf_384", || ModelConfig::MaxVit(MaxVitConfig::tiny(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_tiny_tf_512", || ModelConfig::MaxVit(MaxVitConfig::tiny(512)), PretrainedCfg::inception_squash(512)),
+        entry("maxvit_small_tf_224", || ModelConfig::MaxVit(MaxVitConfig::small(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_small_tf_384", || ModelConfig::MaxVit(MaxVitConfig::small(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_small_tf_512", || ModelConfig::MaxVit(MaxVitConfig::small(512)), PretrainedCfg::inception_squash(512)),
+        entry("maxvit_base_tf_224", || ModelConfig::MaxVit(MaxVitConfig::base(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_base_tf_384", || ModelConfig::MaxVit(MaxVitConfig::base(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_base_tf_512", || ModelConfig::MaxVit(MaxVitConfig::base(512)), PretrainedCfg::inception_squash(512)),
+        entry("maxvit_large_tf_224", || ModelConfig::MaxVit(MaxVitConfig::large(224)), PretrainedCfg::imagenet(224, 0.95)),
+        entry("maxvit_large_tf_384", || ModelConfig::MaxVit(MaxVitConfig::large(384)), PretrainedCfg::inception_squash(384)),
+        entry("maxvit_large_tf_512", || ModelConfig::MaxVit(MaxVitConfig::large(512)), PretrainedCfg::inception_squash(512)),
     ]
 }
 
@@ -135,6 +161,8 @@ pub enum ModelConfig {
     DaVit(DaVitConfig),
     /// Atlas (multi-scale attention).
     Atlas(AtlasConfig),
+    /// MaxViT (timm's `*_tf_*` models).
+    MaxVit(MaxVitConfig),
 }
 
 impl ModelConfig {
@@ -144,6 +172,7 @@ impl ModelConfig {
             Self::Swin(_) => "swin",
             Self::DaVit(_) => "davit",
             Self::Atlas(_) => "atlas",
+            Self::MaxVit(_) => "maxvit",
         }
     }
 
@@ -153,6 +182,7 @@ impl ModelConfig {
             Self::Swin(c) => c.init(device).map(Model::Swin),
             Self::DaVit(c) => c.init(device).map(Model::DaVit),
             Self::Atlas(c) => c.init(device).map(Model::Atlas),
+            Self::MaxVit(c) => c.init(device).map(Model::MaxVit),
         }
     }
 
@@ -162,6 +192,7 @@ impl ModelConfig {
             Self::Swin(c) => c.img_size,
             Self::DaVit(c) => c.img_size,
             Self::Atlas(c) => c.img_size,
+            Self::MaxVit(c) => c.img_size,
         }
     }
 
@@ -171,6 +202,8 @@ impl ModelConfig {
             Self::Swin(c) => c.img_size = size,
             Self::DaVit(c) => c.img_size = size,
             Self::Atlas(c) => c.img_size = size,
+            // the window and grid follow (img_size / 32) unless set explicitly, as in timm
+            Self::MaxVit(c) => c.img_size = size,
         }
     }
 
@@ -180,6 +213,7 @@ impl ModelConfig {
             Self::Swin(c) => c.num_classes,
             Self::DaVit(c) => c.num_classes,
             Self::Atlas(c) => c.num_classes,
+            Self::MaxVit(c) => c.num_classes,
         }
     }
 
@@ -189,6 +223,7 @@ impl ModelConfig {
             Self::Swin(c) => c.num_classes = n,
             Self::DaVit(c) => c.num_classes = n,
             Self::Atlas(c) => c.num_classes = n,
+            Self::MaxVit(c) => c.num_classes = n,
         }
     }
 
@@ -198,6 +233,7 @@ impl ModelConfig {
             Self::Swin(c) => c.in_chans,
             Self::DaVit(c) => c.in_chans,
             Self::Atlas(c) => c.in_chans,
+            Self::MaxVit(c) => c.in_chans,
         }
     }
 
@@ -208,6 +244,7 @@ impl ModelConfig {
             Self::Swin(c) => ("swin", serde_json::to_value(c)),
             Self::DaVit(c) => ("davit", serde_json::to_value(c)),
             Self::Atlas(c) => ("atlas", serde_json::to_value(c)),
+            Self::MaxVit(c) => ("maxvit", serde_json::to_value(c)),
         };
         let config = config.expect("a model configuration serialises");
         serde_json::json!({ "family": family, "config": config }).to_string()
@@ -222,6 +259,7 @@ impl ModelConfig {
             Some("swin") => serde_json::from_value(config).map(Self::Swin).map_err(|e| bad(e.to_string())),
             Some("davit") => serde_json::from_value(config).map(Self::DaVit).map_err(|e| bad(e.to_string())),
             Some("atlas") => serde_json::from_value(config).map(Self::Atlas).map_err(|e| bad(e.to_string())),
+            Some("maxvit") => serde_json::from_value(config).map(Self::MaxVit).map_err(|e| bad(e.to_string())),
             other => Err(bad(format!("unknown family {other:?}"))),
         }
     }
@@ -231,6 +269,8 @@ impl ModelConfig {
             Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
             Self::DaVit(_) => KeyMap { rename: davit::timm_key, classifier_prefix: "head.fc." },
             Self::Atlas(_) => KeyMap { rename: atlas::official_key, classifier_prefix: "fc." },
+            // head.norm and head.pre_logits do not depend on the class count
+            Self::MaxVit(_) => KeyMap { rename: maxvit::timm_key, classifier_prefix: "head.fc." },
         }
     }
 }
@@ -244,6 +284,8 @@ pub enum Model {
     DaVit(DaVit),
     /// Atlas (multi-scale attention).
     Atlas(Atlas),
+    /// MaxViT.
+    MaxVit(MaxVit),
 }
 
 impl Backbone for Model {
@@ -252,6 +294,7 @@ impl Backbone for Model {
             Self::Swin(m) => m.forward_features(x),
             Self::DaVit(m) => m.forward_features(x),
             Self::Atlas(m) => m.forward_features(x),
+            Self::MaxVit(m) => m.forward_features(x),
         }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
@@ -259,6 +302,7 @@ impl Backbone for Model {
             Self::Swin(m) => m.feature_info(),
             Self::DaVit(m) => m.feature_info(),
             Self::Atlas(m) => m.feature_info(),
+            Self::MaxVit(m) => m.feature_info(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
@@ -266,6 +310,7 @@ impl Backbone for Model {
             Self::Swin(m) => m.forward(x),
             Self::DaVit(m) => m.forward(x),
             Self::Atlas(m) => m.forward(x),
+            Self::MaxVit(m) => m.forward(x),
         }
     }
 }
@@ -331,6 +376,8 @@ mod tests {
         let err = find("swin_tiny_patch4_windw7_224").unwrap_err().to_string();
         assert!(err.contains("did you mean swin_tiny_patch4_window7_224"), "{err}");
         assert!(find("swin_small_patch4_window7_224").is_ok());
+        let err = find("maxvit_tiny_224").unwrap_err().to_string();
+        assert!(err.contains("maxvit_tiny_tf_224"), "{err}");
     }
 
     #[test]
@@ -339,5 +386,18 @@ mod tests {
         let back = ModelConfig::from_json(&config.to_json()).unwrap();
         assert_eq!(back.num_classes(), 7);
         assert_eq!(back.to_json(), config.to_json());
+        let config = ModelConfig::MaxVit(MaxVitConfig::tiny(384).with_grid_size(Some([6, 6])));
+        let back = ModelConfig::from_json(&config.to_json()).unwrap();
+        assert_eq!((back.family(), back.img_size()), ("maxvit", [384, 384]));
+        assert_eq!(back.to_json(), config.to_json());
+    }
+
+    #[test]
+    fn parameter_count_leaves_out_batch_norm_buffers() {
+        let device = Device::flex();
+        let config = ModelConfig::MaxVit(MaxVitConfig::new([32, 32], vec![8], vec![1], 8).with_dim_head(8).with_partition_ratio(16).with_num_classes(2));
+        let model = LoadedModel::build("m", config, &device).unwrap();
+        // 4 BatchNorms (stem.norm1; pre_norm 8, norm1 32, norm2 32) hold 2 · (8 + 8 + 32 + 32) buffers
+        assert_eq!(model.model.num_params() - model.num_params(), 2 * (8 + 8 + 32 + 32));
     }
 }

@@ -297,6 +297,6 @@ fn three_scales_at_2048_px_match_the_official_raster_pairing() {
 #[test]
 fn a_training_step_moves_every_parameter() {
     // 512 px: two scales (2x2 windows and one 8x8 window) in stage 0, one in stage 1
-    let config = AtlasConfig::new([512, 512], 16, 2, vec![1, 1]).with_stem_dim(8).with_num_classes(3);
+    let config = AtlasConfig::new([512, 512], 16, 2, vec![1, 1]).with_stem_dim(8).with_num_classes(3).with_drop_path_rate(0.0);
     common::assert_train_step_moves_every_parameter(ModelConfig::Atlas(config), 2);
 }

@@ -27,9 +27,9 @@ fn every_variant_has_timms_parameter_count_and_defaults() {
         let p = &entry.pretrained;
         let ours = serde_json::json!({
             "input_size": p.input_size, "crop_pct": p.crop_pct, "interpolation": p.interpolation,
-            "mean": p.mean, "std": p.std, "num_classes": p.num_classes,
+            "mean": p.mean, "std": p.std, "num_classes": p.num_classes, "crop_mode": p.crop_mode,
         });
-        for key in ["input_size", "crop_pct", "interpolation", "num_classes"] {
+        for key in ["input_size", "crop_pct", "interpolation", "num_classes", "crop_mode"] {
             assert_eq!(ours[key], reference[key], "{} {key}", entry.name);
         }
         for key in ["mean", "std"] {

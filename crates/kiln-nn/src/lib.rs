@@ -11,6 +11,7 @@ pub mod cross_attention;
 pub mod drop_path;
 pub mod head;
 pub mod init;
+pub mod mbconv;
 pub mod mlp;
 pub mod norm;
 pub mod patch;
@@ -24,11 +25,15 @@ pub use conv_pos_enc::{ConvPosEnc, ConvPosEncConfig};
 pub use conv_stem::{ConvDownsample, ConvLayer, ConvResidual, ConvStem, ConvStemConfig};
 pub use cross_attention::{CrossAttention, CrossAttentionConfig};
 pub use drop_path::{DropPath, drop_path_schedule};
-pub use head::{ClassifierHead, ClassifierHeadConfig};
+pub use head::{ClassifierHead, ClassifierHeadConfig, PreLogits};
+pub use mbconv::{Downsample2d, Downsample2dConfig, MbConvBlock, MbConvBlockConfig, SqueezeExcite, SqueezeExciteConfig, make_divisible};
 pub use mlp::{Mlp, MlpConfig};
-pub use norm::{LayerNorm2d, LayerNorm2dConfig};
+pub use norm::{LayerNorm2d, LayerNorm2dConfig, batch_norm};
 pub use patch::{PatchEmbed, PatchEmbedConfig, PatchMerging, PatchMergingConfig};
 pub use pool::{max_pool_ceil, max_pool_pyramid};
-pub use relative_position::{relative_position_index, resize_relative_position_table};
-pub use window::{shifted_window_mask, window_partition, window_reverse};
-pub use window_attention::{WindowAttention, WindowAttentionConfig};
+pub use relative_position::{
+    RelativePositionBiasTf, RelativePositionBiasTfConfig, relative_position_index, relative_position_index_tf,
+    resize_relative_position_table,
+};
+pub use window::{grid_partition, grid_reverse, shifted_window_mask, window_partition, window_reverse};
+pub use window_attention::{WindowAttention, WindowAttentionConfig, multi_head_attention};

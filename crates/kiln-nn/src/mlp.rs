@@ -22,9 +22,14 @@ pub struct MlpConfig {
     /// families whose reference code never re-initialises its layers.
     #[config(default = false)]
     pub torch_init: bool,
+    /// The tanh approximation of GELU (timm's `gelu_tanh`, TF-ported models such as MaxViT)
+    /// instead of the exact erf form (PyTorch's `nn.GELU()` default).
+    #[config(default = false)]
+    pub approximate_gelu: bool,
 }
 
-/// Two linear layers with an exact (erf) GELU between, keys `fc1`, `fc2` as in timm.
+/// Two linear layers with a GELU between (exact erf unless configured otherwise), keys `fc1`,
+/// `fc2` as in timm.
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// `[d_input] -> [d_hidden]`.
@@ -43,7 +48,7 @@ impl MlpConfig {
         Mlp {
             fc1: linear(self.d_input, self.d_hidden, true, device),
             fc2: linear(self.d_hidden, self.d_output.unwrap_or(self.d_input), true, device),
-            act: Gelu::new(),
+            act: Gelu { approximate: self.approximate_gelu },
             drop: DropoutConfig::new(self.dropout).init(),
         }
     }
@@ -78,5 +83,20 @@ mod tests {
         for (g, e) in got.iter().zip(expected) {
             assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
         }
+    }
+
+    #[test]
+    fn tanh_gelu_is_the_approximation_on_both_signs() {
+        let device = Device::flex();
+        let mut mlp = MlpConfig::new(1, 3).with_approximate_gelu(true).init(&device);
+        mlp.fc1.weight = Param::from_tensor(Tensor::from_floats([[1.0, 1.0, 1.0]], &device));
+        mlp.fc1.bias = Some(Param::from_tensor(Tensor::from_floats([-3.0, 0.0, 2.0], &device)));
+        mlp.fc2.weight = Param::from_tensor(Tensor::from_floats([[1.0], [0.0], [0.0]], &device));
+        mlp.fc2.bias = Some(Param::from_tensor(Tensor::zeros([1], &device)));
+        // hidden [-2.5, 0.5, 2.5]; only the first unit reaches the output.
+        // tanh form: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) at x = −2.5 is −0.0150843;
+        // the exact erf form would give −0.0155242, so the two are told apart.
+        let y = mlp.forward(Tensor::<2>::from_floats([[0.5]], &device)).into_scalar::<f32>();
+        assert!((y - -0.0150843).abs() < 2e-6, "{y}");
     }
 }

@@ -1,6 +1,8 @@
-//! Layer normalisation over the channel axis of channels-first maps.
+//! Layer normalisation over the channel axis of channels-first maps, and batch normalisation
+//! with PyTorch's running statistics.
 
 use burn::module::Param;
+use burn::nn::BatchNorm;
 use burn::prelude::*;
 
 /// Configuration of a [`LayerNorm2d`].
@@ -46,6 +48,45 @@ impl LayerNorm2d {
     }
 }
 
+/// [`BatchNorm`]'s forward with PyTorch's running-statistics update, so a model ported from
+/// timm trains its running statistics as `torch.nn.BatchNorm2d` does.
+///
+/// - Normalisation is burn's own: `(x − mean) / √(var + ε) · γ + β` with the biased batch
+///   variance in training and the running statistics otherwise.
+/// - The update `running = (1 − m)·running + m·batch` uses the same momentum convention in
+///   burn and PyTorch (PyTorch's default 0.1 is burn's 0.1). PyTorch feeds the running
+///   variance the *unbiased* batch variance (`n/(n−1)` times the biased one, `n` values per
+///   channel); burn 0.22 feeds the biased one. This function does what PyTorch does.
+/// - Training versus inference follows burn's rule, not a mode switch: batch statistics (and an
+///   update of the running ones) when the input lives on an autodiff device and the layer's
+///   `training` flag is on; the running statistics otherwise, i.e. on a plain device, after
+///   `Module::valid()` or `Module::freeze()`.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, ...]` -> same shape
+///
+/// # Panics
+/// In training, if a channel has a single value (PyTorch refuses this too: its variance is
+/// undefined).
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let dims = x.dims();
+    let n = dims.iter().product::<usize>() / dims[1];
+    assert!(n > 1, "batch norm in training needs more than one value per channel, got an input of shape {dims:?}");
+    let stats = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let device = stats.output.device();
+    let m = bn.momentum;
+    let unbiased = n as f64 / (n - 1) as f64;
+    let mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m) + stats.mean.detach().mul_scalar(m);
+    let var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m)
+        + stats.variance.detach().mul_scalar(m * unbiased);
+    bn.running_mean.update(mean.detach());
+    bn.running_var.update(var.detach());
+    stats.output
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +105,50 @@ mod tests {
         for (g, e) in y.iter().zip(expected) {
             assert!((g - e).abs() < 1e-5, "{y:?}");
         }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn batch_norm_trains_running_stats_as_pytorch_and_eval_uses_them() {
+        use burn::nn::BatchNormConfig;
+        // one channel, values 1, 2, 3, 6: mean 3, biased var 3.5, unbiased var 14/3
+        let x = |device: &Device| Tensor::<4>::from_floats([[[[1.0, 2.0]]], [[[3.0, 6.0]]]], device);
+        let bn = BatchNormConfig::new(1).with_epsilon(1e-3).init(&Device::flex());
+
+        // inference on a plain device: running stats (0, 1) are used and left alone
+        let y = values(batch_norm(&bn, x(&Device::flex())));
+        let s = 1.0 / (1.0f32 + 1e-3).sqrt();
+        assert_eq!(y, vec![s, 2.0 * s, 3.0 * s, 6.0 * s]);
+        assert_eq!(values(bn.running_mean.value_sync()), vec![0.0]);
+        assert_eq!(values(bn.running_var.value_sync()), vec![1.0]);
+
+        // (value_sync: burn's RunningState::value() may lag one update behind, by design)
+        // training (autodiff device, flag on): batch statistics, and running stats updated as
+        // torch.nn.BatchNorm2d(momentum=0.1) does: 0.1·3 = 0.3 and 0.9·1 + 0.1·14/3 = 1.36667
+        let device = Device::flex().autodiff();
+        let bn = BatchNormConfig::new(1).with_epsilon(1e-3).init(&device);
+        let y = values(batch_norm(&bn, x(&device)));
+        let s = 1.0 / (3.5f32 + 1e-3).sqrt();
+        for (g, e) in y.iter().zip([-2.0 * s, -s, 0.0, 3.0 * s]) {
+            assert!((g - e).abs() < 1e-6, "{y:?}");
+        }
+        assert!((values(bn.running_mean.value_sync())[0] - 0.3).abs() < 1e-6);
+        let var = values(bn.running_var.value_sync())[0];
+        assert!((var - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-6, "running var {var} (burn's biased update gives 1.25)");
+
+        // valid() (inputs on the plain device) and freeze() (inputs still on the autodiff
+        // device, flag off): running statistics, no update
+        let before = values(bn.running_var.value_sync());
+        let valid = bn.valid();
+        let _ = batch_norm(&valid, x(&device.clone().inner()));
+        assert_eq!(values(valid.running_var.value_sync()), before);
+        let frozen = bn.freeze();
+        let y = values(batch_norm(&frozen, x(&device)));
+        assert_eq!(values(frozen.running_var.value_sync()), before);
+        let s = 1.0 / (before[0] + 1e-3).sqrt();
+        assert!((y[0] - (1.0 - 0.3) * s).abs() < 1e-6, "{y:?}");
     }
 }

@@ -1,11 +1,32 @@
-//! Relative-position bias of windowed attention: the index into the learned table, and the
-//! resize of a table to another window size (timm's `resize_rel_pos_bias_table`).
+//! Relative-position bias of windowed attention: the index into the learned table (Swin's and
+//! the TF/MaxViT convention), the TF-style bias module, and the resize of a table to another
+//! window size (timm's `resize_rel_pos_bias_table`).
+
+use burn::module::Param;
+use burn::nn::Initializer;
+use burn::prelude::*;
 
 /// Index into a `[(2·wh−1)·(2·ww−1), heads]` table for every (query, key) pair of a window.
 ///
 /// Returns `wh·ww · wh·ww` indices, row-major over (query, key), as the
-/// `relative_position_index` buffer of timm's Swin `WindowAttention`.
+/// `relative_position_index` buffer of timm's Swin `WindowAttention`: the offset is the
+/// query's position minus the key's.
 pub fn relative_position_index(window: [usize; 2]) -> Vec<i64> {
+    offset_index(window, false)
+}
+
+/// Index into one head's `[2·wh−1, 2·ww−1]` table (flattened row-major) for every
+/// (query, key) pair of a window, with the offset taken as the key's position minus the
+/// query's: the TF MaxViT convention of timm's `RelPosBiasTf` (its one-hot lookup einsums
+/// reduce to `table[h, ak − aq + wh − 1, bk − bq + ww − 1]`). It is the transpose of
+/// [`relative_position_index`] over (query, key).
+///
+/// Returns `wh·ww · wh·ww` indices, row-major over (query, key).
+pub fn relative_position_index_tf(window: [usize; 2]) -> Vec<i64> {
+    offset_index(window, true)
+}
+
+fn offset_index(window: [usize; 2], key_minus_query: bool) -> Vec<i64> {
     let [wh, ww] = window;
     let coords: Vec<(i64, i64)> = (0..wh)
         .flat_map(|y| (0..ww).map(move |x| (y as i64, x as i64)))
@@ -13,12 +34,70 @@ pub fn relative_position_index(window: [usize; 2]) -> Vec<i64> {
     let mut index = Vec::with_capacity(coords.len() * coords.len());
     for &(qy, qx) in &coords {
         for &(ky, kx) in &coords {
-            let dy = qy - ky + wh as i64 - 1;
-            let dx = qx - kx + ww as i64 - 1;
-            index.push(dy * (2 * ww as i64 - 1) + dx);
+            let (dy, dx) = if key_minus_query { (ky - qy, kx - qx) } else { (qy - ky, qx - kx) };
+            index.push((dy + wh as i64 - 1) * (2 * ww as i64 - 1) + dx + ww as i64 - 1);
         }
     }
     index
+}
+
+/// Configuration of a [`RelativePositionBiasTf`].
+#[derive(Config, Debug)]
+pub struct RelativePositionBiasTfConfig {
+    /// Partition `[height, width]` in tokens.
+    pub window: [usize; 2],
+    /// Number of attention heads.
+    pub num_heads: usize,
+}
+
+/// Learned relative-position bias in the TF MaxViT layout (timm's `RelPosBiasTf`): one
+/// `[2·wh−1, 2·ww−1]` plane per head, rows the vertical offset, indexed key minus query
+/// ([`relative_position_index_tf`]). Key `relative_position_bias_table`.
+#[derive(Module, Debug)]
+pub struct RelativePositionBiasTf {
+    /// `[heads, 2·wh−1, 2·ww−1]`.
+    pub relative_position_bias_table: Param<Tensor<3>>,
+    /// Gathers a head's flattened plane into `[N·N]` (query, key) pairs; recomputed from the
+    /// window, never loaded (timm's `height_lookup`/`width_lookup` are not saved either).
+    #[module(skip)]
+    index: Tensor<1, Int>,
+    window: [usize; 2],
+}
+
+impl RelativePositionBiasTfConfig {
+    /// Table `N(0, .02²)`, as timm's `reset_parameters` (not truncated).
+    pub fn init(&self, device: &Device) -> RelativePositionBiasTf {
+        let [wh, ww] = self.window;
+        let n = wh * ww;
+        let index = relative_position_index_tf(self.window);
+        RelativePositionBiasTf {
+            relative_position_bias_table: Initializer::Normal { mean: 0.0, std: 0.02 }
+                .init([self.num_heads, 2 * wh - 1, 2 * ww - 1], device),
+            index: Tensor::from_data(TensorData::new(index, [n * n]), device),
+            window: self.window,
+        }
+    }
+}
+
+impl RelativePositionBiasTf {
+    /// Partition `[height, width]` this bias was built for.
+    pub fn window(&self) -> [usize; 2] {
+        self.window
+    }
+
+    /// The bias of every (query, key) pair per head, to add to the attention logits.
+    ///
+    /// # Shapes
+    /// - returns `[heads, N, N]` with `N = wh·ww`
+    pub fn bias(&self) -> Tensor<3> {
+        let [heads, th, tw] = self.relative_position_bias_table.dims();
+        let n = self.window[0] * self.window[1];
+        self.relative_position_bias_table
+            .val()
+            .reshape([heads, th * tw])
+            .select(1, self.index.clone())
+            .reshape([heads, n, n])
+    }
 }
 
 /// Resizes a relative-position table `[(2·h−1)·(2·w−1), heads]` (row-major) from window
@@ -116,6 +195,43 @@ mod tests {
         // timm: relative_position_index for window (2, 2)
         let expected = vec![4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4];
         assert_eq!(relative_position_index([2, 2]), expected);
+    }
+
+    #[test]
+    fn tf_index_is_key_minus_query() {
+        // timm's RelPosBiasTf for window (2, 2): the transpose of Swin's index above
+        let expected = vec![4, 5, 7, 8, 3, 4, 6, 7, 1, 2, 4, 5, 0, 1, 3, 4];
+        assert_eq!(relative_position_index_tf([2, 2]), expected);
+        // window (2, 3), table 3x5: rows of the flat index, as timm's one-hot einsums give
+        let expected: Vec<i64> = vec![
+            7, 8, 9, 12, 13, 14, //
+            6, 7, 8, 11, 12, 13, //
+            5, 6, 7, 10, 11, 12, //
+            2, 3, 4, 7, 8, 9, //
+            1, 2, 3, 6, 7, 8, //
+            0, 1, 2, 5, 6, 7,
+        ];
+        assert_eq!(relative_position_index_tf([2, 3]), expected);
+    }
+
+    #[test]
+    fn tf_bias_gathers_each_head_plane() {
+        let device = Device::flex();
+        let mut rel = RelativePositionBiasTfConfig::new([2, 3], 2).init(&device);
+        // head h, flat plane position p holds 100·h + p
+        let table: Vec<f32> = (0..2).flat_map(|h| (0..15).map(move |p| (100 * h + p) as f32)).collect();
+        rel.relative_position_bias_table = Param::from_tensor(Tensor::from_data(TensorData::new(table, [2, 3, 5]), &device));
+        let bias = rel.bias();
+        assert_eq!(bias.dims(), [2, 6, 6]);
+        let values = bias.into_data().try_to_vec::<f32>().unwrap();
+        let index = relative_position_index_tf([2, 3]);
+        for h in 0..2 {
+            for p in 0..36 {
+                assert_eq!(values[h * 36 + p], (100 * h as i64 + index[p]) as f32);
+            }
+        }
+        // query (0, 0) vs key (1, 2): offset (+1, +2) -> plane row 1 + 1, column 2 + 2
+        assert_eq!(values[5], (2 * 5 + 4) as f32); // head 0, query 0, key 5
     }
 
     #[test]

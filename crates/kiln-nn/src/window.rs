@@ -1,4 +1,5 @@
-//! Non-overlapping window partition and its inverse, for windowed attention.
+//! Non-overlapping window partition and its inverse, for windowed attention; and the dilated
+//! grid partition of MaxViT's grid attention.
 
 use burn::prelude::*;
 
@@ -32,6 +33,42 @@ pub fn window_reverse(windows: Tensor<3>, window: [usize; 2], height: usize, wid
     windows
         .reshape([batch, height / wh, width / ww, wh, ww, channels])
         .permute([0, 1, 3, 2, 4, 5])
+        .reshape([batch, height, width, channels])
+}
+
+/// Splits a channels-last map into `grid_h × grid_w` dilated grids (MaxViT's grid attention,
+/// timm's `grid_partition`): partition `(i, j)` holds the tokens `x[a·H/gh + i, b·W/gw + j]`
+/// for `a < gh`, `b < gw`, so the grid size is the number of tokens per partition and
+/// `(H/gh, W/gw)` their spacing.
+///
+/// # Shapes
+/// - `x`: `[batch, height, width, channels]`, `height`/`width` multiples of the grid
+/// - returns `[batch · (H/gh) · (W/gw), grid_h · grid_w, channels]`, partitions ordered
+///   batch-major then row-major over `(i, j)`, tokens row-major over `(a, b)`.
+pub fn grid_partition(x: Tensor<4>, grid: [usize; 2]) -> Tensor<3> {
+    let [batch, height, width, channels] = x.dims();
+    let [gh, gw] = grid;
+    assert!(
+        height % gh == 0 && width % gw == 0,
+        "map {height}x{width} does not divide into a {gh}x{gw} grid"
+    );
+    x.reshape([batch, gh, height / gh, gw, width / gw, channels])
+        .permute([0, 2, 4, 1, 3, 5])
+        .reshape([batch * (height / gh) * (width / gw), gh * gw, channels])
+}
+
+/// Puts partitions made by [`grid_partition`] back into a map.
+///
+/// # Shapes
+/// - `partitions`: `[batch · (H/gh) · (W/gw), grid_h · grid_w, channels]`
+/// - returns `[batch, height, width, channels]`
+pub fn grid_reverse(partitions: Tensor<3>, grid: [usize; 2], height: usize, width: usize) -> Tensor<4> {
+    let [num, _, channels] = partitions.dims();
+    let [gh, gw] = grid;
+    let batch = num / ((height / gh) * (width / gw));
+    partitions
+        .reshape([batch, height / gh, width / gw, gh, gw, channels])
+        .permute([0, 3, 1, 4, 2, 5])
         .reshape([batch, height, width, channels])
 }
 
@@ -119,5 +156,35 @@ mod tests {
         let windows = window_partition(x.clone(), [3, 2]);
         assert_eq!(windows.dims(), [2 * 2 * 4, 6, 3]);
         window_reverse(windows, [3, 2], 6, 8).into_data().assert_eq(&x.into_data(), true);
+    }
+
+    #[test]
+    fn grid_partition_gathers_dilated_tokens_and_reverse_inverts() {
+        let device = Device::flex();
+        // 4x6 map of flat positions, grid 2x3: spacing (2, 2), so 2·2 = 4 partitions
+        let x = Tensor::<1, Int>::arange(0..24, &device).float().reshape([1, 4, 6, 1]);
+        let parts = grid_partition(x.clone(), [2, 3]);
+        assert_eq!(parts.dims(), [4, 6, 1]);
+        let got = parts.clone().into_data().try_to_vec::<f32>().unwrap();
+        // partition (i, j) holds rows i, i+2 and columns j, j+2, j+4 (printed by timm's grid_partition)
+        let expected = [
+            0., 2., 4., 12., 14., 16., // (0, 0)
+            1., 3., 5., 13., 15., 17., // (0, 1)
+            6., 8., 10., 18., 20., 22., // (1, 0)
+            7., 9., 11., 19., 21., 23., // (1, 1)
+        ];
+        assert_eq!(got, expected);
+        grid_reverse(parts, [2, 3], 4, 6).into_data().assert_eq(&x.into_data(), true);
+    }
+
+    #[test]
+    fn grid_equals_window_when_the_map_is_one_partition() {
+        // a map the size of the partition: block and grid partitions coincide (timm too)
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 2, 4], burn::tensor::Distribution::Default, &device);
+        let grid = grid_partition(x.clone(), [3, 2]).into_data();
+        grid.assert_eq(&window_partition(x.clone(), [3, 2]).into_data(), true);
+        let x = Tensor::<4>::random([2, 6, 8, 3], burn::tensor::Distribution::Default, &device);
+        grid_reverse(grid_partition(x.clone(), [3, 2]), [3, 2], 6, 8).into_data().assert_eq(&x.into_data(), true);
     }
 }

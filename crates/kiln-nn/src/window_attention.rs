@@ -99,32 +99,50 @@ impl WindowAttention {
     /// - `mask`: `[num_windows, N, N]` added to every head's logits (0 or −100 in Swin)
     /// - returns `[batch · num_windows, N, C]`
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3>>) -> Tensor<3> {
-        let [windows, n, c] = x.dims();
-        let heads = self.num_heads;
-        let head_dim = c / heads;
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([windows, n, 3, heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, head_dim]);
-        let (q, k, v) = (take(0), take(1), take(2));
-
-        let scale = (head_dim as f64).powf(-0.5);
-        let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
-        if let Some(bias) = self.relative_position_bias() {
-            attn = attn + bias.unsqueeze_dim::<4>(0);
-        }
-        if let Some(mask) = mask {
-            let num_windows = mask.dims()[0];
-            attn = (attn.reshape([windows / num_windows, num_windows, heads, n, n])
-                + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
-            .reshape([windows, heads, n, n]);
-        }
-        let attn = self.attn_drop.forward(softmax(attn, 3));
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([windows, n, c]);
+        let qkv = self.qkv.forward(x);
+        let out = multi_head_attention(qkv, self.num_heads, self.relative_position_bias(), mask, &self.attn_drop);
         self.proj_drop.forward(self.proj.forward(out))
     }
+}
+
+/// Scaled dot-product attention of every head within each window, from the output of a fused
+/// qkv projection: `softmax(q·kᵀ/√d + bias [+ mask]) · v`, heads concatenated again.
+///
+/// The qkv channels are `[q | k | v]`, each block head-major (timm's layout for Swin and for
+/// MaxViT's `head_first=False`), and the scale is `head_dim^-0.5`.
+///
+/// # Shapes
+/// - `qkv`: `[batch · num_windows, N, 3·C]`
+/// - `bias`: `[heads, N, N]`, added to every window's logits (none without position bias)
+/// - `mask`: `[num_windows, N, N]`, added per window position (Swin's shifted windows)
+/// - returns `[batch · num_windows, N, C]`, channels head-major
+pub fn multi_head_attention(
+    qkv: Tensor<3>,
+    num_heads: usize,
+    bias: Option<Tensor<3>>,
+    mask: Option<Tensor<3>>,
+    attn_drop: &Dropout,
+) -> Tensor<3> {
+    let [windows, n, c3] = qkv.dims();
+    let (c, heads) = (c3 / 3, num_heads);
+    let head_dim = c / heads;
+    let qkv = qkv.reshape([windows, n, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
+    let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, head_dim]);
+    let (q, k, v) = (take(0), take(1), take(2));
+
+    let scale = (head_dim as f64).powf(-0.5);
+    let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+    if let Some(bias) = bias {
+        attn = attn + bias.unsqueeze_dim::<4>(0);
+    }
+    if let Some(mask) = mask {
+        let num_windows = mask.dims()[0];
+        attn = (attn.reshape([windows / num_windows, num_windows, heads, n, n])
+            + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
+        .reshape([windows, heads, n, n]);
+    }
+    let attn = attn_drop.forward(softmax(attn, 3));
+    attn.matmul(v).swap_dims(1, 2).reshape([windows, n, c])
 }
 
 #[cfg(test)]

@@ -87,6 +87,7 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
         mean,
         std,
         channels,
+        crop_mode: kiln_data::CropMode::from_timm(cfg.pretrained_cfg.crop_mode)?,
     };
     eval_transform.validate()?;
 

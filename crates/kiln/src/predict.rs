@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use kiln_data::{EvalTransform, Interpolation, imagenet1k_labels, load_image};
+use kiln_data::{CropMode, EvalTransform, Interpolation, imagenet1k_labels, load_image};
 use kiln_models::{Backbone, LoadedModel, find};
 use serde::Serialize;
 
@@ -91,6 +91,8 @@ pub fn run(args: Args) -> Result<()> {
         mean: pretrained.mean.map(|v| v as f32),
         std: pretrained.std.map(|v| v as f32),
         channels: model.config.in_chans(),
+        // timm's pretrained cfg: 'squash' for the 384/512 MaxViT weights
+        crop_mode: CropMode::from_timm(pretrained.crop_mode)?,
     };
     transform.validate().context("--crop-pct / --img-size")?;
     let imagenet = imagenet1k_labels();

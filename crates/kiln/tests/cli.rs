@@ -142,3 +142,18 @@ fn davit_predicts_at_a_resolution_other_than_its_default() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(v["top"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn maxvit_predicts_at_an_overridden_size() {
+    // 256 is not a registered size: the partition size follows it (256 / 32 = 8), as in timm
+    let dir = scratch("maxvit");
+    let image = dir.join("img.png");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])).save(&image).unwrap();
+    let out = kiln(&["predict", "--model", "maxvit_tiny_tf_224", "--img-size", "256", "--topk", "2", "--json", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["top"].as_array().unwrap().len(), 2);
+    // a size whose stage maps the partitions cannot divide is refused, not a panic
+    let out = kiln(&["predict", "--model", "maxvit_tiny_tf_224", "--img-size", "200", image.to_str().unwrap()]);
+    assert_clean_failure(&out, "img_size [200, 200]");
+}
