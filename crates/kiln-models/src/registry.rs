@@ -137,7 +137,9 @@ pub fn find(name: &str) -> Result<ModelEntry, ModelError> {
     Err(ModelError::UnknownModel { name: name.to_string(), suggestions })
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance between two names (insertions, deletions, substitutions), for the
+/// "did you mean" suggestions of Kiln's errors.
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -120,14 +120,7 @@ fn a_checkpoint_of_another_shape_is_refused_with_its_keys() {
 #[test]
 fn native_checkpoint_round_trips_with_its_config() {
     let mut case = loaded("pad");
-    let dir = std::env::temp_dir().join(format!("kiln-davit-native-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("davit.bpk");
-    case.model.save(&path).unwrap();
-    let restored = LoadedModel::from_native(&path, &case.device).unwrap();
-    assert_eq!(restored.config.to_json(), case.model.config.to_json());
-    case.model = restored;
-    case.check_logits();
+    case.check_native_round_trip();
 }
 
 #[test]

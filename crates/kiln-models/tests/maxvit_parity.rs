@@ -205,14 +205,7 @@ fn a_checkpoint_of_another_size_is_refused_with_its_keys() {
 fn native_checkpoint_round_trips_with_config_and_batch_norm_statistics() {
     let mut case = maxvit_case("odd", config("odd"));
     case.model.load_weights(&fixture("odd").join("weights.safetensors")).unwrap();
-    let dir = std::env::temp_dir().join(format!("kiln-maxvit-native-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("maxvit.bpk");
-    case.model.save(&path).unwrap();
-    let restored = LoadedModel::from_native(&path, &case.device).unwrap();
-    assert_eq!(restored.config.to_json(), case.model.config.to_json());
-    case.model = restored;
-    case.check_logits();
+    case.check_native_round_trip();
 }
 
 #[test]

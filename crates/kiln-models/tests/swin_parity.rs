@@ -125,14 +125,7 @@ fn missing_and_corrupt_files_name_the_path() {
 fn native_checkpoint_round_trips_with_its_config() {
     let mut case = swin_case("shift", "model");
     case.model.load_weights(&fixture("shift").join("weights.safetensors")).unwrap();
-    let dir = std::env::temp_dir().join(format!("kiln-native-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("swin.bpk");
-    case.model.save(&path).unwrap();
-    let restored = LoadedModel::from_native(&path, &case.device).unwrap();
-    assert_eq!(restored.config.to_json(), case.model.config.to_json());
-    case.model = restored;
-    case.check_logits();
+    case.check_native_round_trip();
 }
 
 #[test]

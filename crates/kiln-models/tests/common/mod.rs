@@ -136,4 +136,17 @@ impl Case {
             self.check(&format!("features.{i}"), map);
         }
     }
+
+    /// Saves the model as a Kiln checkpoint, rebuilds it from the file alone (configuration from
+    /// the metadata) and checks the logits again.
+    pub fn check_native_round_trip(&mut self) {
+        let dir = std::env::temp_dir().join(format!("kiln-native-{}-{}", std::process::id(), self.model.config.family()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.bpk");
+        self.model.save(&path).unwrap();
+        let restored = LoadedModel::from_native(&path, &self.device).unwrap();
+        assert_eq!(restored.config.to_json(), self.model.config.to_json());
+        self.model = restored;
+        self.check_logits();
+    }
 }

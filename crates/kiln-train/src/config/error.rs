@@ -138,7 +138,7 @@ fn listed_in_note(origin: &Option<Origin>) -> String {
 pub(crate) fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(2);
     let candidates: Vec<&str> = candidates.into_iter().collect();
-    let by_spelling = candidates.iter().map(|&c| (edit_distance(name, c), c)).filter(|(d, _)| *d <= limit).min();
+    let by_spelling = candidates.iter().map(|&c| (kiln_models::registry::edit_distance(name, c), c)).filter(|(d, _)| *d <= limit).min();
     let by_prefix = || {
         candidates
             .iter()
@@ -149,20 +149,6 @@ pub(crate) fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a s
     by_spelling.map(|(_, c)| c).or_else(by_prefix)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(above + 1);
-            diagonal = above;
-        }
-    }
-    row[b.len()]
-}
 
 #[cfg(test)]
 mod tests {
