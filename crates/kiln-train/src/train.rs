@@ -207,7 +207,8 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             bar.inc(1);
             let position = batches.position();
             (state.epoch, state.next_batch) = (position.epoch, position.next_batch);
-            if opts.max_steps.is_some_and(|max| state.step >= max) && pending == 0 {
+            // a stop at the last batch of an epoch still evaluates it, below
+            if stop_requested(opts, &state) && pending == 0 && batches.len() > 0 {
                 bar.finish_and_clear();
                 save_checkpoint(&last_dir, &model, &optim, &state)?;
                 break 'epochs;
@@ -244,8 +245,15 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             save_checkpoint(&run_dir.join("checkpoints").join("best"), &model, &optim, &state)?;
         }
         last_eval = Some(eval);
+        if stop_requested(opts, &state) {
+            break;
+        }
     }
     Ok(TrainSummary { run_dir, last_eval, steps: state.step, seconds: started.elapsed().as_secs_f64() })
+}
+
+fn stop_requested(opts: &TrainOptions, state: &RunState) -> bool {
+    opts.max_steps.is_some_and(|max| state.step >= max)
 }
 
 /// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients sum)
@@ -368,6 +376,9 @@ fn optimizer(exp: &ExperimentConfig, model: &Model) -> ModuleOptimizer {
 /// sibling `*.partial` directory first, which then replaces `dir` by renames, so an interruption
 /// leaves the previous checkpoint (or, mid-swap, `*.previous`) intact.
 fn save_checkpoint(dir: &Path, model: &LoadedModel, optim: &ModuleOptimizer, state: &RunState) -> Result<(), TrainError> {
+    // burn folds the last training forward's BatchNorm statistics in lazily; a validation
+    // snapshot applies them, so the checkpoint holds them
+    let _ = model.model.valid();
     let partial = dir.with_extension("partial");
     let previous = dir.with_extension("previous");
     let _ = fs::remove_dir_all(&partial);

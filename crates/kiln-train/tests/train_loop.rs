@@ -175,3 +175,18 @@ fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
     assert!(err.to_string().contains("diverged") && err.to_string().contains("checkpoints/last"), "{err}");
     assert_eq!(std::fs::read(dir.join("run/checkpoints/last/model.bpk")).unwrap(), before);
 }
+
+#[test]
+fn a_stop_at_an_epoch_boundary_still_evaluates_that_epoch() {
+    let _turn = serial();
+    let dir = scratch("boundary");
+    image_folder(&dir.join("data"));
+    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &[]).unwrap();
+    // 24 images / batch 4 = 6 steps per epoch
+    let stopped = train(&cfg, &TrainOptions { max_steps: Some(6), ..quiet() }).unwrap();
+    assert_eq!(stopped.steps, 6);
+    assert!(stopped.last_eval.is_some(), "epoch 0 ended, so it was evaluated");
+    assert_eq!(eval_lines(&dir.join("run")).len(), 1);
+    train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap();
+    assert_eq!(eval_lines(&dir.join("run")).len(), 2, "each epoch evaluated once");
+}
