@@ -477,3 +477,54 @@ fn progress(quiet: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
     bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
     bar
 }
+
+/// Evaluates weights (a Kiln checkpoint or a foreign state dict) on the experiment's validation
+/// split, the way training evaluates: `kiln eval`.
+pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalResult, Vec<String>), TrainError> {
+    let device = crate::device(&cfg.experiment.train.device)?;
+    let data = data::build(cfg)?;
+    let mut model = if kiln_models::checkpoint::native_metadata(weights).is_some() {
+        LoadedModel::from_native(weights, &device)?
+    } else {
+        let mut config = cfg.model.clone();
+        config.set_num_classes(data.classes.len());
+        let mut model = LoadedModel::build(&cfg.experiment.model.name, config, &device)?;
+        let report = model.load_weights(weights)?;
+        if report.head_reinitialized {
+            return Err(TrainError::Data(DataError::InvalidData(format!(
+                "the classifier in {} is not for the {} classes of the validation data",
+                weights.display(),
+                data.classes.len()
+            ))));
+        }
+        model
+    };
+    if model.config.num_classes() != data.classes.len() {
+        return Err(TrainError::Data(DataError::InvalidData(format!(
+            "{} predicts {} classes but the validation data has {}",
+            weights.display(),
+            model.config.num_classes(),
+            data.classes.len()
+        ))));
+    }
+    model.model = model.model.valid();
+    let result = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
+    Ok((result, data.classes))
+}
+
+/// The confusion matrix as a PNG: one `cell × cell` square per (true row, predicted column),
+/// darker for a larger share of the row.
+pub fn write_confusion_png(confusion: &[Vec<usize>], path: &Path) -> Result<(), TrainError> {
+    let n = confusion.len().max(1);
+    let cell = (512 / n).clamp(4, 48) as u32;
+    let side = cell * n as u32;
+    let image = image::GrayImage::from_fn(side, side, |x, y| {
+        let (row, col) = ((y / cell) as usize, (x / cell) as usize);
+        let total: usize = confusion[row].iter().sum();
+        let share = if total == 0 { 0.0 } else { confusion[row][col] as f64 / total as f64 };
+        image::Luma([(255.0 * (1.0 - share)).round() as u8])
+    });
+    let partial = path.with_extension("png.partial");
+    image.save_with_format(&partial, image::ImageFormat::Png).map_err(|e| TrainError::Io { path: partial.clone(), reason: e.to_string() })?;
+    fs::rename(&partial, path).map_err(io(path))
+}

@@ -190,3 +190,33 @@ fn a_stop_at_an_epoch_boundary_still_evaluates_that_epoch() {
     train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap();
     assert_eq!(eval_lines(&dir.join("run")).len(), 2, "each epoch evaluated once");
 }
+
+#[test]
+fn fine_tuning_starts_from_a_timm_state_dict_with_a_new_head() {
+    let _turn = serial();
+    let dir = scratch("finetune");
+    image_folder(&dir.join("data"));
+    let timm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/swin/shift/weights.safetensors");
+    // the fixture's architecture (timm: img 32, patch 2, embed 16, depths 2/2, heads 2/4,
+    // window 4, 10 classes); the data has 2 classes, so the head is new
+    let extra = format!("[model.arch]\nembed_dim = 16\ndepths = [2, 2]\nnum_heads = [2, 4]\n");
+    let path = experiment(&dir, &dir.join("data"), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("img_size = 16", &format!("img_size = 32\npretrained = \"{}\"", timm.display()))
+        .replace("[model.arch]\nembed_dim = 8\ndepths = [2, 1]\nnum_heads = [1, 2]\n", &extra);
+    std::fs::write(&path, text).unwrap();
+    // lr 1e-9: an epoch moves each weight by ~1e-8, while a random initialisation would be
+    // ~1e-2 away from the checkpoint
+    let overrides = ["optim.lr=1e-9", "schedule.warmup_epochs=0", "schedule.epochs=1"].map(String::from);
+    let cfg = kiln_train::config::load(&path, &overrides).unwrap();
+    train(&cfg, &quiet()).unwrap();
+    let trained = weights(&dir.join("run"));
+    let reference = kiln_models::checkpoint::read_state_dict(&timm).unwrap();
+    let patch = &trained.iter().find(|(n, _)| n == "patch_embed.proj.weight").unwrap().1;
+    let expected = bridge::into_data(reference["patch_embed.proj.weight"].clone()).unwrap().try_to_vec::<f32>().unwrap();
+    let worst = patch.iter().zip(&expected).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-6, "the backbone comes from the timm checkpoint (max difference {worst})");
+    let head = &trained.iter().find(|(n, _)| n.starts_with("head.fc") && n.ends_with("bias")).unwrap().1;
+    assert_eq!(head.len(), 2, "a new two-class head");
+}

@@ -1,6 +1,7 @@
 //! `kiln`: the command line over Kiln's crates.
 
 mod device;
+mod eval;
 mod models;
 mod predict;
 mod train;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Vision transformers without Python: list models, predict, train.
+/// Vision transformers without Python: list models, predict, train, evaluate.
 #[derive(Parser)]
 #[command(name = "kiln", version, about)]
 struct Cli {
@@ -25,6 +26,8 @@ enum Command {
     Predict(predict::Args),
     /// Train an experiment described by a TOML file (see configs/).
     Train(train::Args),
+    /// Evaluate weights on an experiment's validation data.
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Models(args) => models::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

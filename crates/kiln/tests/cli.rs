@@ -157,3 +157,53 @@ fn maxvit_predicts_at_an_overridden_size() {
     let out = kiln(&["predict", "--model", "maxvit_tiny_tf_224", "--img-size", "200", image.to_str().unwrap()]);
     assert_clean_failure(&out, "img_size [200, 200]");
 }
+
+#[test]
+fn an_image_folder_trains_and_evaluates_through_the_cli() {
+    let dir = scratch("folder");
+    for split in ["train", "val"] {
+        for (class, shade) in [("dark", 40u8), ("light", 220u8)] {
+            let folder = dir.join("data").join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..8u8 {
+                image::RgbImage::from_fn(18, 18, |x, _| image::Rgb([shade.saturating_add(i), (x * 3) as u8, shade]))
+                    .save(folder.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let config = dir.join("exp.toml");
+    let text = format!(
+        "[model]\nname = \"swin_tiny_patch4_window7_224\"\nimg_size = 16\n[model.arch]\nembed_dim = 8\ndepths = [1, 1]\n\
+         num_heads = [1, 2]\nwindow_size = 4\npatch_size = 2\n[data]\ndataset = \"image_folder\"\nroot = \"{}\"\n\
+         train_split = \"train\"\nval_split = \"val\"\nbatch_size = 4\nworkers = 1\n[augmentation]\ncrop_pct = 1.0\n\
+         [optim]\nlr = 1e-3\n[schedule]\nepochs = 1\nwarmup_epochs = 0\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = dir.join("run");
+    let out = kiln(&["train", config.to_str().unwrap(), "--output-dir", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("top-1"));
+    let best = run.join("checkpoints/best/model.bpk");
+    let out = kiln(&["eval", config.to_str().unwrap(), "--weights", best.to_str().unwrap(), "--output-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+    let top1 = eval["top1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&top1));
+    assert_eq!(eval["per_class"].as_object().unwrap().len(), 2);
+    assert_eq!(eval["confusion"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum::<u64>(), 16);
+    assert!(image::open(dir.join("confusion.png")).is_ok());
+    // the run's own last evaluation saw the same weights and data
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &serde_json::Value| v["kind"] == "eval").collect();
+    assert_eq!(logged.last().unwrap()["top1"].as_f64().unwrap(), top1);
+}
+
+#[test]
+fn a_config_error_names_the_file_and_line() {
+    let dir = scratch("bad-config");
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "[model]\nname = \"swin_tiny_patch4_window7_224\"\n[optim]\nlr = -1.0\n").unwrap();
+    let out = kiln(&["train", config.to_str().unwrap(), "--dry-run"]);
+    assert_clean_failure(&out, "bad.toml:4");
+}
