@@ -981,12 +981,7 @@ mod tests {
         let model = tiny(512).init(&device).unwrap();
         let info = model.feature_info();
         assert_eq!(info, vec![FeatureInfo { channels: 16, stride: 16 }, FeatureInfo { channels: 16, stride: 64 }]);
-        let maps = model.forward_features(Tensor::zeros([2, 3, 512, 512], &device));
-        assert_eq!(maps.len(), info.len());
-        for (map, info) in maps.iter().zip(&info) {
-            assert_eq!(map.dims(), [2, info.channels, 512 / info.stride, 512 / info.stride]);
-        }
-        assert_eq!(model.forward(Tensor::zeros([2, 3, 512, 512], &device)).dims(), [2, 5]);
+        crate::backbone::assert_feature_contract(&model, 3, 512, 5);
     }
 
     #[test]

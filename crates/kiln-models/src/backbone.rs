@@ -64,3 +64,17 @@ pub fn learnable_params<M: Module>(module: &M) -> usize {
 pub fn is_buffer_field(name: &str) -> bool {
     matches!(name, "running_mean" | "running_var")
 }
+
+/// The `Backbone` contract on zeros of `[2, in_chans, size, size]`: one map per declared
+/// feature, each `[2, channels, size / stride, size / stride]`, and `[2, num_classes]` logits.
+#[cfg(test)]
+pub(crate) fn assert_feature_contract(model: &impl Backbone, in_chans: usize, size: usize, num_classes: usize) {
+    let device = Device::flex();
+    let info = model.feature_info();
+    let maps = model.forward_features(Tensor::zeros([2, in_chans, size, size], &device));
+    assert_eq!(maps.len(), info.len(), "one map per declared feature");
+    for (map, info) in maps.iter().zip(&info) {
+        assert_eq!(map.dims(), [2, info.channels, size / info.stride, size / info.stride], "{info:?}");
+    }
+    assert_eq!(model.forward(Tensor::zeros([2, in_chans, size, size], &device)).dims(), [2, num_classes]);
+}

@@ -566,17 +566,8 @@ mod tests {
 
     #[test]
     fn features_have_declared_strides_and_channels() {
-        let device = Device::flex();
-        let model = tiny_test_config().init(&device).unwrap();
-        let maps = model.forward_features(Tensor::zeros([1, 3, 64, 64], &device));
-        let info = model.feature_info();
-        assert_eq!(maps.len(), info.len());
-        for (map, info) in maps.iter().zip(&info) {
-            let [_, c, h, w] = map.dims();
-            assert_eq!(c, info.channels);
-            assert_eq!([h, w], [64 / info.stride, 64 / info.stride]);
-        }
-        assert_eq!(model.forward(Tensor::zeros([2, 3, 64, 64], &device)).dims(), [2, 10]);
+        let model = tiny_test_config().init(&Device::flex()).unwrap();
+        crate::backbone::assert_feature_contract(&model, 3, 64, 10);
     }
 
     #[test]
