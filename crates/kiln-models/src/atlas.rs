@@ -44,7 +44,7 @@ use kiln_nn::{
     init, max_pool_ceil, max_pool_pyramid, window_partition, window_reverse,
 };
 
-use crate::backbone::{Backbone, FeatureInfo};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, split_index};
 use crate::error::ModelError;
 
 /// Total stride of the conv stem.
@@ -864,6 +864,21 @@ pub fn official_key(key: &str) -> Option<String> {
         .and_then(|rest| rest.split_once('.'))
         .is_some_and(|(stage, rest)| stage.parse::<usize>().is_ok() && (rest.starts_with("norm.") || rest.starts_with("head.")));
     (!unused).then(|| key.to_string())
+}
+
+/// Depth order for layer-wise lr decay, in the manner of timm's matchers (the official code has
+/// none): the first model's patch embedding, then each block of each scale model and level (a
+/// model's other parts with its first block), the readout norm with the last block.
+pub fn layer_ordinal(path: &str) -> LayerOrdinal {
+    if path.starts_with("atlas_models.0.patch_embed") {
+        return LayerOrdinal::Stem;
+    }
+    if let Some((model, rest)) = split_index(path, "atlas_models.") {
+        let (level, rest) = split_index(rest, "levels.").unwrap_or((0, ""));
+        let (block, _) = split_index(rest, "blocks.").unwrap_or((0, ""));
+        return LayerOrdinal::Block(vec![model, level, block]);
+    }
+    if path.starts_with("readout_norm") { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
 }
 
 #[cfg(test)]

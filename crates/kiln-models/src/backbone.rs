@@ -78,3 +78,46 @@ pub(crate) fn assert_feature_contract(model: &impl Backbone, in_chans: usize, si
     }
     assert_eq!(model.forward(Tensor::zeros([2, in_chans, size, size], &device)).dims(), [2, num_classes]);
 }
+
+/// Where a parameter sits in depth order, as timm's `group_matcher(coarse=False)` places it;
+/// layer-wise lr decay ([`layer_ids`]) scales each group's learning rate by its depth.
+/// Variants sort in depth order; `Block` indices sort as timm's ordinal tuples do.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LayerOrdinal {
+    /// Stem and patch embedding: the shallowest group.
+    Stem,
+    /// A block (or a stage), by its indices (`[stage, block]`).
+    Block(Vec<usize>),
+    /// Joins the deepest block's group (timm's `MATCH_PREV_GROUP`: the final norm).
+    WithLastBlock,
+    /// Anything unmatched, the classifier above all: the deepest group, lr unscaled.
+    Head,
+}
+
+/// The index after `prefix` and what follows its dot: `("layers.2.blocks.0.x", "layers.")` ->
+/// `(2, "blocks.0.x")`.
+pub fn split_index<'a>(path: &'a str, prefix: &str) -> Option<(usize, &'a str)> {
+    let rest = path.strip_prefix(prefix)?;
+    let (index, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    Some((index.parse().ok()?, tail))
+}
+
+/// timm's `group_with_matcher`: each distinct ordinal in sorted order is a new layer id (the
+/// stem 0), except [`LayerOrdinal::WithLastBlock`], which shares the id before it. Returns the
+/// id of each path and the number of ids.
+pub fn layer_ids(paths: &[String], ordinal: impl Fn(&str) -> LayerOrdinal) -> (Vec<usize>, usize) {
+    let ordinals: Vec<LayerOrdinal> = paths.iter().map(|p| ordinal(p)).collect();
+    let mut distinct = ordinals.clone();
+    distinct.sort();
+    distinct.dedup();
+    let mut ids = Vec::with_capacity(distinct.len());
+    let mut next = 0usize;
+    for (i, o) in distinct.iter().enumerate() {
+        if i > 0 && *o != LayerOrdinal::WithLastBlock {
+            next += 1;
+        }
+        ids.push(next);
+    }
+    let id_of = |o: &LayerOrdinal| ids[distinct.binary_search(o).expect("ordinal listed")];
+    (ordinals.iter().map(id_of).collect(), next + 1)
+}

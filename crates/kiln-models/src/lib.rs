@@ -10,7 +10,7 @@ pub mod maxvit;
 pub mod registry;
 pub mod swin;
 
-pub use backbone::{Backbone, FeatureInfo};
+pub use backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_ids};
 pub use checkpoint::LoadReport;
 pub use error::ModelError;
 pub use registry::{LoadedModel, Model, ModelConfig, ModelEntry, PretrainedCfg, find, registry};

@@ -27,7 +27,7 @@ use kiln_nn::{
     grid_reverse, init, multi_head_attention, window_partition, window_reverse,
 };
 
-use crate::backbone::{Backbone, FeatureInfo};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, split_index};
 use crate::error::ModelError;
 
 /// Hyper-parameters of a MaxViT (timm's `MaxxVitCfg` with the TF conv/transformer settings,
@@ -528,6 +528,18 @@ impl Backbone for MaxVit {
 pub fn timm_key(key: &str) -> Option<String> {
     let skipped = ["num_batches_tracked", "height_lookup", "width_lookup"].iter().any(|s| key.ends_with(s));
     (!skipped).then(|| key.to_string())
+}
+
+/// timm's `MaxxVit.group_matcher`: the stem, then one group per stage (timm has no finer one).
+pub fn layer_ordinal(path: &str) -> LayerOrdinal {
+    if path.starts_with("stem") {
+        return LayerOrdinal::Stem;
+    }
+    match split_index(path, "stages.") {
+        Some((stage, _)) => LayerOrdinal::Block(vec![stage]),
+        None if path.starts_with("norm") => LayerOrdinal::WithLastBlock,
+        None => LayerOrdinal::Head,
+    }
 }
 
 #[cfg(test)]

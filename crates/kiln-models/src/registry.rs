@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::backbone::{Backbone, FeatureInfo};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_ids};
 use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::davit::{self, DaVit, DaVitConfig};
 use crate::error::ModelError;
@@ -264,6 +264,23 @@ impl ModelConfig {
             Some("maxvit") => serde_json::from_value(config).map(Self::MaxVit).map_err(|e| bad(e.to_string())),
             other => Err(bad(format!("unknown family {other:?}"))),
         }
+    }
+
+    /// The depth group of a parameter path, for layer-wise lr decay ([`crate::backbone::layer_ids`]).
+    pub fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        match self {
+            Self::Swin(_) => swin::layer_ordinal(path),
+            Self::DaVit(_) => davit::layer_ordinal(path),
+            Self::Atlas(_) => atlas::layer_ordinal(path),
+            Self::MaxVit(_) => maxvit::layer_ordinal(path),
+        }
+    }
+
+    /// timm's layer-wise lr decay (`param_groups_layer_decay`): the lr multiplier of each path,
+    /// `decay^(deepest id − id)`, so the head keeps the full lr and the stem gets the least.
+    pub fn layer_decay_scales(&self, paths: &[String], decay: f64) -> Vec<f64> {
+        let (ids, count) = layer_ids(paths, |p| self.layer_ordinal(p));
+        ids.into_iter().map(|id| decay.powi((count - 1 - id) as i32)).collect()
     }
 
     fn key_map(&self) -> KeyMap {

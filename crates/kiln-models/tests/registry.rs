@@ -39,3 +39,32 @@ fn every_variant_has_timms_parameter_count_and_defaults() {
         }
     }
 }
+
+/// Layer-wise lr decay groups every parameter as timm's `group_matcher` does: the scales of
+/// `tests/fixtures/layer_decay.json`, written by timm through `scripts/export_layer_decay.py`.
+#[test]
+fn layer_decay_scales_match_timms_param_groups() {
+    use burn::store::ModuleSnapshot;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/layer_decay.json");
+    let dump: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let decay = dump["layer_decay"].as_f64().unwrap();
+    for (name, timm) in dump["models"].as_object().unwrap() {
+        let timm = timm.as_object().unwrap();
+        let model = LoadedModel::build(name, (kiln_models::find(name).unwrap().config)(), &Device::flex()).unwrap();
+        let paths: Vec<String> = model
+            .model
+            .collect(None, None, true)
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| !kiln_models::backbone::is_buffer_field(n.rsplit('.').next().unwrap()))
+            .collect();
+        let scales = model.config.layer_decay_scales(&paths, decay);
+        assert_eq!(paths.len(), timm.len(), "{name}: learnable parameters");
+        for (path, scale) in paths.iter().zip(scales) {
+            // burn names norm parameters gamma/beta where PyTorch says weight/bias
+            let timm_path = path.replace(".gamma", ".weight").replace(".beta", ".bias");
+            let expected = timm.get(&timm_path).unwrap_or_else(|| panic!("{name}: {timm_path} not in timm")).as_f64().unwrap();
+            assert!((scale - expected).abs() <= 1e-12 * expected, "{name} {path}: {scale} vs timm {expected}");
+        }
+    }
+}

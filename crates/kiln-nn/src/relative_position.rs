@@ -58,8 +58,8 @@ pub struct RelativePositionBiasTf {
     /// `[heads, 2·wh−1, 2·ww−1]`.
     pub relative_position_bias_table: Param<Tensor<3>>,
     /// Gathers a head's flattened plane into `[N·N]` (query, key) pairs; recomputed from the
-    /// window, never loaded (timm's `height_lookup`/`width_lookup` are not saved either).
-    #[module(skip)]
+    /// window, never loaded (timm's `height_lookup`/`width_lookup` are not saved either). A
+    /// constant, not skipped: `valid()` must move it off the autodiff device with the weights.
     index: Tensor<1, Int>,
     window: [usize; 2],
 }

@@ -44,8 +44,8 @@ pub struct WindowAttention {
     /// `[(2·wh−1)·(2·ww−1), heads]` learned bias per relative offset; `None` without bias.
     pub relative_position_bias_table: Option<Param<Tensor<2>>>,
     /// Gathers the table into `[N·N]` (query, key) pairs; recomputed from the window, never
-    /// loaded.
-    #[module(skip)]
+    /// loaded. A constant, not skipped: `valid()` must move it off the autodiff device with the
+    /// weights, or evaluation runs partly through autodiff.
     relative_position_index: Option<Tensor<1, Int>>,
     num_heads: usize,
     window_h: usize,
