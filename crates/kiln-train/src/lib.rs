@@ -12,8 +12,11 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod config;
 pub mod data;
+pub mod ema;
+pub mod plot;
 pub mod schedule;
 pub mod train;
 

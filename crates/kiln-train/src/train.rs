@@ -6,22 +6,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
+use std::collections::HashSet;
+
+use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::module::ParamGroup;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use burn::tensor::activation::log_softmax;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_data::{Batch, DataError, DataLoader, LoaderPosition};
-use kiln_models::{Backbone, LoadedModel, Model, ModelError};
+use kiln_models::{Backbone, LayerOrdinal, LoadedModel, Model, ModelError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::schema::{BestMetric, ExperimentConfig, OptimizerName};
 use crate::config::{ConfigError, ResolvedConfig};
 use crate::data;
+use crate::ema::Ema;
 use crate::schedule::LrSchedule;
 
 /// What can stop a run.
@@ -164,10 +167,15 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             );
         }
     }
-    let mut optim = optimizer(exp, &model.model);
     let mut state = RunState::default();
-    if opts.resume {
-        (state, optim) = load_checkpoint(&last_dir, &mut model, optim, &device)?;
+    let mut ema = exp.train.ema.then(|| Ema::new(&model.model, exp.train.ema_decay));
+    let resumed_from = if opts.resume { Some(load_checkpoint(&last_dir, &mut model, &mut state, &mut ema, &device)?) } else { None };
+    let plan = ParamPlan::new(exp, &model);
+    model.model = plan.freeze(model.model);
+    let mut optim = optimizer(exp, &plan);
+    if let Some(dir) = resumed_from {
+        let path = dir.join("optimizer.bin");
+        optim = optim.load(&path).map_err(|e| TrainError::Resume { path, reason: format!("optimizer state: {e:?}") })?;
     }
     let mut log = MetricsLog::open(&run_dir, opts.resume)?;
     let mut last_eval = None;
@@ -192,7 +200,10 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             pending += 1;
             window.1 += batch.len();
             if pending == accum {
-                model.model = optim.step(lr, model.model, accumulator.grads());
+                model.model = optim.step(plan.learning_rates(lr), model.model, accumulator.grads());
+                if let Some(ema) = &mut ema {
+                    ema.update(&model.model);
+                }
                 pending = 0;
                 state.step += 1;
                 if state.step % exp.logging.interval_iters.max(1) == 0 {
@@ -210,42 +221,56 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             // a stop at the last batch of an epoch still evaluates it, below
             if stop_requested(opts, &state) && pending == 0 && batches.len() > 0 {
                 bar.finish_and_clear();
-                save_checkpoint(&last_dir, &model, &optim, &state)?;
+                save_checkpoint(&last_dir, &model, ema.as_ref(), &optim, &state)?;
                 break 'epochs;
             }
         }
         bar.finish_and_clear();
 
-        let eval = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
-        log.write(&serde_json::json!({
-            "kind": "eval", "epoch": epoch, "step": state.step, "top1": eval.top1, "top5": eval.top5, "loss": eval.loss,
-        }))?;
-        if !opts.quiet {
-            eprintln!(
-                "epoch {}/{}: top-1 {:.2}%  top-5 {:.2}%  val loss {:.4}  ({:.0} s)",
-                epoch + 1,
-                exp.schedule.epochs,
-                100.0 * eval.top1,
-                100.0 * eval.top5,
-                eval.loss,
-                started.elapsed().as_secs_f64()
-            );
+        let (epochs_done, final_epoch) = (epoch + 1, epoch + 1 == exp.schedule.epochs);
+        let stopping = stop_requested(opts, &state);
+        let mut is_best = false;
+        if epochs_done % exp.eval.interval_epochs.max(1) == 0 || final_epoch || stopping {
+            let eval = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
+            let mut record = serde_json::json!({
+                "kind": "eval", "epoch": epoch, "step": state.step, "top1": eval.top1, "top5": eval.top5, "loss": eval.loss,
+            });
+            let mut line = format!("top-1 {:.2}%  top-5 {:.2}%  val loss {:.4}", 100.0 * eval.top1, 100.0 * eval.top5, eval.loss);
+            // timm keeps the best checkpoint by the EMA's metric when the EMA is evaluated
+            let mut decisive = eval.clone();
+            if let Some(ema) = ema.as_ref().filter(|_| exp.eval.ema) {
+                let ema_eval = evaluate(&ema.model, &data.val, data.classes.len(), &device)?;
+                record["top1_ema"] = ema_eval.top1.into();
+                record["top5_ema"] = ema_eval.top5.into();
+                record["loss_ema"] = ema_eval.loss.into();
+                line += &format!("  |  EMA top-1 {:.2}%  top-5 {:.2}%", 100.0 * ema_eval.top1, 100.0 * ema_eval.top5);
+                decisive = ema_eval;
+            }
+            log.write(&record)?;
+            if !opts.quiet {
+                eprintln!("epoch {epochs_done}/{}: {line}  ({:.0} s)", exp.schedule.epochs, started.elapsed().as_secs_f64());
+            }
+            let score = match exp.checkpoint.keep_best_by {
+                BestMetric::Top1 => decisive.top1,
+                BestMetric::Top5 => decisive.top5,
+                BestMetric::Loss => -decisive.loss,
+            };
+            is_best = state.best.is_none_or(|best| score > best);
+            if is_best {
+                state.best = Some(score);
+            }
+            last_eval = Some(eval);
         }
-        let score = match exp.checkpoint.keep_best_by {
-            BestMetric::Top1 => eval.top1,
-            BestMetric::Top5 => eval.top5,
-            BestMetric::Loss => -eval.loss,
-        };
-        let is_best = state.best.is_none_or(|best| score > best);
+        if exp.logging.plots {
+            log.plot(&run_dir)?;
+        }
+        if epochs_done % exp.checkpoint.interval_epochs.max(1) == 0 || final_epoch || stopping {
+            save_checkpoint(&last_dir, &model, ema.as_ref(), &optim, &state)?;
+        }
         if is_best {
-            state.best = Some(score);
+            save_checkpoint(&run_dir.join("checkpoints").join("best"), &model, ema.as_ref(), &optim, &state)?;
         }
-        save_checkpoint(&last_dir, &model, &optim, &state)?;
-        if is_best {
-            save_checkpoint(&run_dir.join("checkpoints").join("best"), &model, &optim, &state)?;
-        }
-        last_eval = Some(eval);
-        if stop_requested(opts, &state) {
+        if stopping {
             break;
         }
     }
@@ -326,19 +351,76 @@ pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: 
     })
 }
 
-/// AdamW or SGD; with `no_weight_decay_on_norm_bias`, one-dimensional parameters (norm scales
-/// and shifts, biases) and relative-position tables get no weight decay, as timm's
-/// `param_groups_weight_decay`.
-fn optimizer(exp: &ExperimentConfig, model: &Model) -> ModuleOptimizer {
+/// How the optimiser treats each parameter, by [`ParamId`]: burn's optimiser matches groups
+/// against paths that carry enum variant names (`Swin.layers.0...`) where the model's own
+/// names (timm's keys) do not, so groups are built from ids.
+struct ParamPlan {
+    /// One-dimensional parameters (norm scales and shifts, biases) and relative-position tables.
+    no_decay: Vec<ParamId>,
+    /// Layer-wise lr decay: the parameters whose lr is scaled, grouped by their multiplier.
+    lr_scales: Vec<(ParamGroup, f64)>,
+    /// Everything outside the classifier head, with `model.freeze_backbone`.
+    frozen: HashSet<ParamId>,
+}
+
+impl ParamPlan {
+    fn new(exp: &ExperimentConfig, model: &LoadedModel) -> Self {
+        // learnable parameters only: BatchNorm's running statistics are buffers
+        let params: Vec<(ParamId, String, usize)> = model
+            .model
+            .collect(None, None, true)
+            .into_iter()
+            .filter(|t| !kiln_models::backbone::is_buffer_field(t.name.rsplit('.').next().unwrap_or_default()))
+            .map(|t| (ParamId::from(t.param_id.expect("module tensors carry their parameter id")), t.name, t.shape.len()))
+            .collect();
+        let no_decay = params
+            .iter()
+            .filter(|(_, name, rank)| *rank <= 1 || name.ends_with("relative_position_bias_table"))
+            .map(|(id, _, _)| *id)
+            .collect();
+        let names: Vec<String> = params.iter().map(|(_, name, _)| name.clone()).collect();
+        let mut by_scale: Vec<(f64, Vec<ParamId>)> = Vec::new();
+        if let Some(decay) = exp.optim.layer_decay {
+            for ((id, _, _), scale) in params.iter().zip(model.config.layer_decay_scales(&names, decay)) {
+                match by_scale.iter_mut().find(|(s, _)| *s == scale) {
+                    Some((_, ids)) => ids.push(*id),
+                    None => by_scale.push((scale, vec![*id])),
+                }
+            }
+        }
+        let lr_scales = by_scale.into_iter().filter(|(scale, _)| *scale != 1.0).map(|(scale, ids)| (ParamGroup::from_ids(ids), scale)).collect();
+        let frozen = if exp.model.freeze_backbone {
+            params.iter().filter(|(_, name, _)| model.config.layer_ordinal(name) != LayerOrdinal::Head).map(|(id, _, _)| *id).collect()
+        } else {
+            HashSet::new()
+        };
+        Self { no_decay, lr_scales, frozen }
+    }
+
+    /// The learning rate of every parameter at a step whose base rate is `lr`.
+    fn learning_rates(&self, lr: f64) -> ModuleLearningRate {
+        self.lr_scales.iter().fold(ModuleLrScheduler::new(lr), |rates, (group, scale)| rates.with_group(group.clone(), lr * scale)).step()
+    }
+
+    /// Stops gradients at the frozen parameters: they get none, so the optimiser (weight decay
+    /// included) leaves them as they are.
+    fn freeze(&self, model: Model) -> Model {
+        struct Freeze<'a>(&'a HashSet<ParamId>);
+        impl ModuleMapper for Freeze<'_> {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                if self.0.contains(&param.id) { param.set_require_grad(false) } else { param }
+            }
+        }
+        if self.frozen.is_empty() { model } else { model.map(&mut Freeze(&self.frozen)) }
+    }
+}
+
+/// AdamW or SGD; with `no_weight_decay_on_norm_bias`, the plan's one-dimensional parameters and
+/// relative-position tables get no weight decay, as timm's `param_groups_weight_decay`.
+fn optimizer(exp: &ExperimentConfig, plan: &ParamPlan) -> ModuleOptimizer {
     let o = &exp.optim;
     let clip = o.clip_grad.map(|c| GradientClippingConfig::Norm(c as f32));
-    let no_decay: Vec<String> = model
-        .collect(None, None, true)
-        .into_iter()
-        .filter(|t| t.shape.len() <= 1 || t.name.ends_with("relative_position_bias_table"))
-        .map(|t| t.name)
-        .collect();
-    let group = ParamGroup::from_paths(no_decay);
+    let group = ParamGroup::from_ids(plan.no_decay.clone());
     let clip_init = || clip.as_ref().map(|c| c.init());
     match o.name {
         OptimizerName::Adamw => {
@@ -372,10 +454,10 @@ fn optimizer(exp: &ExperimentConfig, model: &Model) -> ModuleOptimizer {
     }
 }
 
-/// Writes model, optimiser and run state into `dir` whole or not at all: everything goes to a
-/// sibling `*.partial` directory first, which then replaces `dir` by renames, so an interruption
-/// leaves the previous checkpoint (or, mid-swap, `*.previous`) intact.
-fn save_checkpoint(dir: &Path, model: &LoadedModel, optim: &ModuleOptimizer, state: &RunState) -> Result<(), TrainError> {
+/// Writes model, EMA, optimiser and run state into `dir` whole or not at all: everything goes
+/// to a sibling `*.partial` directory first, which then replaces `dir` by renames, so an
+/// interruption leaves the previous checkpoint (or, mid-swap, `*.previous`) intact.
+fn save_checkpoint(dir: &Path, model: &LoadedModel, ema: Option<&Ema>, optim: &ModuleOptimizer, state: &RunState) -> Result<(), TrainError> {
     // burn folds the last training forward's BatchNorm statistics in lazily; a validation
     // snapshot applies them, so the checkpoint holds them
     let _ = model.model.valid();
@@ -384,6 +466,9 @@ fn save_checkpoint(dir: &Path, model: &LoadedModel, optim: &ModuleOptimizer, sta
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(io(&partial))?;
     model.save(&partial.join("model.bpk"))?;
+    if let Some(ema) = ema {
+        kiln_models::checkpoint::save_native(&ema.model, &partial.join("ema.bpk"), &model.name, &model.config.to_json())?;
+    }
     let optim_path = partial.join("optimizer.bin");
     optim.save(&optim_path).map_err(|e| TrainError::Io { path: optim_path.clone(), reason: format!("{e:?}") })?;
     let state_path = partial.join("state.json");
@@ -397,13 +482,16 @@ fn save_checkpoint(dir: &Path, model: &LoadedModel, optim: &ModuleOptimizer, sta
     Ok(())
 }
 
-/// Reads what [`save_checkpoint`] wrote (falling back to `*.previous` if a swap was cut short).
+/// Reads the model, EMA and run state [`save_checkpoint`] wrote (falling back to `*.previous`
+/// if a swap was cut short) and returns the directory, whose optimiser state is loaded once
+/// the optimiser is built for the restored parameters.
 fn load_checkpoint(
     dir: &Path,
     model: &mut LoadedModel,
-    optim: ModuleOptimizer,
+    state: &mut RunState,
+    ema: &mut Option<Ema>,
     device: &Device,
-) -> Result<(RunState, ModuleOptimizer), TrainError> {
+) -> Result<PathBuf, TrainError> {
     let previous = dir.with_extension("previous");
     let dir = if dir.exists() { dir.to_path_buf() } else { previous };
     let fail = |reason: String| TrainError::Resume { path: dir.clone(), reason };
@@ -415,10 +503,16 @@ fn load_checkpoint(
         return Err(fail("the checkpoint's model configuration differs from the experiment's".into()));
     }
     *model = restored;
-    let optim = optim.load(dir.join("optimizer.bin")).map_err(|e| fail(format!("optimizer state: {e:?}")))?;
+    if let Some(ema) = ema {
+        let path = dir.join("ema.bpk");
+        if !path.exists() {
+            return Err(fail("train.ema is on but the checkpoint has no ema.bpk (it was saved without EMA)".into()));
+        }
+        *ema = Ema::resume(LoadedModel::from_native(&path, &device.clone().inner())?.model, ema.decay());
+    }
     let text = fs::read_to_string(dir.join("state.json")).map_err(|e| fail(e.to_string()))?;
-    let state = serde_json::from_str(&text).map_err(|e| fail(format!("state.json: {e}")))?;
-    Ok((state, optim))
+    *state = serde_json::from_str(&text).map_err(|e| fail(format!("state.json: {e}")))?;
+    Ok(dir)
 }
 
 /// `metrics.jsonl` and `metrics.csv` of the run directory, appended line by line.
@@ -426,6 +520,8 @@ struct MetricsLog {
     jsonl: File,
     csv: File,
     jsonl_path: PathBuf,
+    /// Every record of the run so far (a resumed run reads the earlier ones back), for the plots.
+    records: Vec<serde_json::Value>,
 }
 
 const CSV_COLUMNS: [&str; 9] = ["kind", "epoch", "step", "loss", "lr", "images_per_s", "top1", "top5", "time"];
@@ -438,12 +534,19 @@ impl MetricsLog {
             let file = OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(&path).map_err(io(&path))?;
             Ok((file, existed))
         };
+        let jsonl_path = run_dir.join("metrics.jsonl");
+        let records = if append && jsonl_path.exists() {
+            let text = fs::read_to_string(&jsonl_path).map_err(io(&jsonl_path))?;
+            text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+        } else {
+            Vec::new()
+        };
         let (jsonl, _) = open("metrics.jsonl")?;
         let (mut csv, existed) = open("metrics.csv")?;
         if !existed {
             writeln!(csv, "{}", CSV_COLUMNS.join(",")).map_err(io(&run_dir.join("metrics.csv")))?;
         }
-        Ok(MetricsLog { jsonl, csv, jsonl_path: run_dir.join("metrics.jsonl") })
+        Ok(MetricsLog { jsonl, csv, jsonl_path, records })
     }
 
     fn write(&mut self, record: &serde_json::Value) -> Result<(), TrainError> {
@@ -460,7 +563,13 @@ impl MetricsLog {
             })
             .collect();
         writeln!(self.csv, "{}", cells.join(",")).map_err(io(&self.jsonl_path))?;
+        self.records.push(record);
         Ok(())
+    }
+
+    /// `loss.png`, `accuracy.png` and `lr.png` in `run_dir`, redrawn from every record so far.
+    fn plot(&self, run_dir: &Path) -> Result<(), TrainError> {
+        crate::plot::write_curves(&self.records, run_dir).map(|_| ()).map_err(io(run_dir))
     }
 }
 
@@ -527,4 +636,91 @@ pub fn write_confusion_png(confusion: &[Vec<usize>], path: &Path) -> Result<(), 
     let partial = path.with_extension("png.partial");
     image.save_with_format(&partial, image::ImageFormat::Png).map_err(|e| TrainError::Io { path: partial.clone(), reason: e.to_string() })?;
     fs::rename(&partial, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::store::bridge;
+    use kiln_models::ModelConfig;
+    use kiln_models::swin::SwinConfig;
+
+    use super::*;
+
+    fn experiment(extra: &str) -> ExperimentConfig {
+        let text = format!("[model]\nname = \"swin_tiny_patch4_window7_224\"\n{extra}\n[optim]\nname = \"adamw\"\nweight_decay = 1.0\n");
+        toml::from_str(&text).unwrap()
+    }
+
+    fn weights(model: &Model) -> Vec<(String, Vec<f32>)> {
+        model.collect(None, None, true).into_iter().map(|t| (t.name.clone(), bridge::into_data(t).unwrap().to_vec::<f32>().unwrap())).collect()
+    }
+
+    /// One AdamW step at lr 0.1, weight decay 1, with all-zero gradients: Adam's update is zero,
+    /// so each weight is multiplied by `1 − 0.1·lr_scale` if it is decayed and kept otherwise.
+    /// Returns, per parameter of a tiny Swin (stem, two blocks, head), the factor it moved by.
+    fn decay_factors(exp: &ExperimentConfig) -> Vec<(String, f32)> {
+        let device = Device::flex().autodiff();
+        let config = ModelConfig::Swin(SwinConfig::new([16, 16], 8, vec![1, 1], vec![1, 2], 4).with_patch_size(2).with_num_classes(3));
+        let model = LoadedModel::build("swin_tiny_patch4_window7_224", config, &device).unwrap();
+        let plan = ParamPlan::new(exp, &model);
+        let net = plan.freeze(model.model);
+        let before = weights(&net);
+        let loss = net.forward(Tensor::ones([2, 3, 16, 16], &device)).sum().mul_scalar(0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let net = optimizer(exp, &plan).step(plan.learning_rates(0.1), net, grads);
+        before
+            .into_iter()
+            .zip(weights(&net))
+            .map(|((name, a), (_, b))| {
+                let (i, _) = a.iter().enumerate().max_by(|x, y| x.1.abs().total_cmp(&y.1.abs())).unwrap();
+                (name, if a[i] == 0.0 { 1.0 } else { b[i] / a[i] })
+            })
+            .collect()
+    }
+
+    fn factor(factors: &[(String, f32)], name: &str) -> f32 {
+        factors.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name}")).1
+    }
+
+    #[test]
+    fn weight_decay_skips_norms_biases_and_position_tables() {
+        let factors = decay_factors(&experiment(""));
+        for (name, f) in &factors {
+            let kept = ["bias", "gamma", "beta", "relative_position_bias_table"].iter().any(|s| name.ends_with(s));
+            let expected = if kept { 1.0 } else { 0.9 };
+            assert!((f - expected).abs() < 1e-6, "{name}: moved by {f}, expected {expected}");
+        }
+        assert!(factors.iter().any(|(n, _)| n.ends_with("relative_position_bias_table")));
+    }
+
+    #[test]
+    fn layer_decay_scales_each_layers_learning_rate() {
+        let mut exp = experiment("");
+        exp.optim.layer_decay = Some(0.5);
+        let factors = decay_factors(&exp);
+        // four groups: stem 0.5^3, first block 0.5^2, second block (with its patch merging and
+        // the final norm) 0.5, head 1
+        for (name, scale) in [
+            ("patch_embed.proj.weight", 0.125),
+            ("layers.0.blocks.0.attn.qkv.weight", 0.25),
+            ("layers.1.downsample.reduction.weight", 0.5),
+            ("layers.1.blocks.0.mlp.fc2.weight", 0.5),
+            ("head.fc.weight", 1.0),
+        ] {
+            let expected = 1.0 - 0.1 * scale;
+            let f = factor(&factors, name);
+            assert!((f - expected).abs() < 1e-6, "{name}: moved by {f}, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn a_frozen_backbone_gets_no_update_and_the_head_does() {
+        let mut exp = experiment("");
+        exp.model.freeze_backbone = true;
+        let factors = decay_factors(&exp);
+        for (name, f) in &factors {
+            let expected = if name == "head.fc.weight" { 0.9 } else { 1.0 };
+            assert!((f - expected).abs() < 1e-7, "{name}: moved by {f}, expected {expected}");
+        }
+    }
 }

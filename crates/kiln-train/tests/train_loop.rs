@@ -81,8 +81,8 @@ output_dir = "{out}"
     path
 }
 
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let model = LoadedModel::from_native(&dir.join("checkpoints/last/model.bpk"), &Device::flex()).unwrap();
+fn weights(dir: &Path, file: &str) -> Vec<(String, Vec<f32>)> {
+    let model = LoadedModel::from_native(&dir.join("checkpoints/last").join(file), &Device::flex()).unwrap();
     model
         .model
         .collect(None, None, true)
@@ -122,7 +122,7 @@ fn a_run_writes_metrics_and_checkpoints() {
     let summary = train(&cfg, &quiet()).unwrap();
     let run = dir.join("run");
     assert_eq!(summary.steps, 2 * (24 / 4));
-    for file in ["config.toml", "metrics.jsonl", "metrics.csv", "checkpoints/last/model.bpk", "checkpoints/last/optimizer.bin", "checkpoints/best/model.bpk"] {
+    for file in ["config.toml", "metrics.jsonl", "metrics.csv", "checkpoints/last/model.bpk", "checkpoints/last/optimizer.bin", "checkpoints/best/model.bpk", "loss.png", "accuracy.png", "lr.png"] {
         assert!(run.join(file).exists(), "{file} missing");
     }
     let evals = eval_lines(&run);
@@ -136,29 +136,51 @@ fn a_run_writes_metrics_and_checkpoints() {
     assert_eq!(csv.lines().count(), 1 + 12 + 2);
 }
 
-#[test]
-fn resumed_run_ends_identical_to_an_uninterrupted_one() {
-    let _turn = serial();
-    let dir = scratch("resume");
+/// Trains `extra` straight through and with an interruption after 4 steps, then compares the
+/// final weights (and EMA weights, when kept) and the evaluations of the two runs.
+fn assert_resume_is_exact(name: &str, extra: &str, checkpoint_files: &[&str]) {
+    let dir = scratch(name);
     image_folder(&dir.join("data"));
     let straight = dir.join("straight");
     let interrupted = dir.join("interrupted");
     std::fs::create_dir_all(&straight).unwrap();
     std::fs::create_dir_all(&interrupted).unwrap();
-    let cfg = kiln_train::config::load(experiment(&straight, &dir.join("data"), ""), &[]).unwrap();
+    let cfg = kiln_train::config::load(experiment(&straight, &dir.join("data"), extra), &[]).unwrap();
     train(&cfg, &quiet()).unwrap();
-    let cfg = kiln_train::config::load(experiment(&interrupted, &dir.join("data"), ""), &[]).unwrap();
+    let cfg = kiln_train::config::load(experiment(&interrupted, &dir.join("data"), extra), &[]).unwrap();
     let stopped = train(&cfg, &TrainOptions { max_steps: Some(4), ..quiet() }).unwrap();
     assert_eq!(stopped.steps, 4);
     assert!(stopped.last_eval.is_none());
     train(&cfg, &TrainOptions { resume: true, ..quiet() }).unwrap();
-    let (a, b) = (weights(&straight.join("run")), weights(&interrupted.join("run")));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert_eq!(x, y, "{name} differs after resume");
+    for file in checkpoint_files {
+        let (a, b) = (weights(&straight.join("run"), file), weights(&interrupted.join("run"), file));
+        assert_eq!(a.len(), b.len());
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{file}: {name} differs after resume");
+        }
     }
     let strip = |v: Vec<serde_json::Value>| v.into_iter().map(|mut e| { e["time"] = 0.into(); e }).collect::<Vec<_>>();
     assert_eq!(strip(eval_lines(&straight.join("run"))), strip(eval_lines(&interrupted.join("run"))));
+}
+
+#[test]
+fn resumed_run_ends_identical_to_an_uninterrupted_one() {
+    let _turn = serial();
+    assert_resume_is_exact("resume", "", &["model.bpk"]);
+}
+
+#[test]
+fn the_weight_average_is_evaluated_saved_and_resumed_exactly() {
+    let _turn = serial();
+    assert_resume_is_exact("ema", "[train]\nema = true\nema_decay = 0.9\n[eval]\nema = true\n", &["model.bpk", "ema.bpk"]);
+    let run = std::env::temp_dir().join(format!("kiln-train-{}-ema/straight/run", std::process::id()));
+    let (model, ema) = (weights(&run, "model.bpk"), weights(&run, "ema.bpk"));
+    assert!(model.iter().zip(&ema).any(|((_, m), (_, e))| m != e), "the average lags the weights");
+    for e in eval_lines(&run) {
+        for key in ["top1_ema", "top5_ema", "loss_ema"] {
+            assert!(e[key].is_number(), "{key} missing from {e}");
+        }
+    }
 }
 
 #[test]
@@ -191,14 +213,13 @@ fn a_stop_at_an_epoch_boundary_still_evaluates_that_epoch() {
     assert_eq!(eval_lines(&dir.join("run")).len(), 2, "each epoch evaluated once");
 }
 
-#[test]
-fn fine_tuning_starts_from_a_timm_state_dict_with_a_new_head() {
-    let _turn = serial();
-    let dir = scratch("finetune");
+/// Fine-tunes the swin `shift` fixture timm wrote (img 32, patch 2, embed 16, depths 2/2, heads
+/// 2/4, window 4, 10 classes) on the two-class folder for one epoch: the trained weights and the
+/// timm patch-embedding weight they started from.
+fn fine_tune(name: &str, overrides: &[&str]) -> (Vec<(String, Vec<f32>)>, Vec<f32>) {
+    let dir = scratch(name);
     image_folder(&dir.join("data"));
     let timm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-models/tests/fixtures/swin/shift/weights.safetensors");
-    // the fixture's architecture (timm: img 32, patch 2, embed 16, depths 2/2, heads 2/4,
-    // window 4, 10 classes); the data has 2 classes, so the head is new
     let extra = format!("[model.arch]\nembed_dim = 16\ndepths = [2, 2]\nnum_heads = [2, 4]\n");
     let path = experiment(&dir, &dir.join("data"), "");
     let text = std::fs::read_to_string(&path)
@@ -206,17 +227,59 @@ fn fine_tuning_starts_from_a_timm_state_dict_with_a_new_head() {
         .replace("img_size = 16", &format!("img_size = 32\npretrained = \"{}\"", timm.display()))
         .replace("[model.arch]\nembed_dim = 8\ndepths = [2, 1]\nnum_heads = [1, 2]\n", &extra);
     std::fs::write(&path, text).unwrap();
+    let mut all = vec!["schedule.warmup_epochs=0".to_string(), "schedule.epochs=1".to_string()];
+    all.extend(overrides.iter().map(|o| o.to_string()));
+    let cfg = kiln_train::config::load(&path, &all).unwrap();
+    train(&cfg, &quiet()).unwrap();
+    let reference = kiln_models::checkpoint::read_state_dict(&timm).unwrap();
+    let patch = bridge::into_data(reference["patch_embed.proj.weight"].clone()).unwrap().try_to_vec::<f32>().unwrap();
+    (weights(&dir.join("run"), "model.bpk"), patch)
+}
+
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+}
+
+#[test]
+fn fine_tuning_starts_from_a_timm_state_dict_with_a_new_head() {
+    let _turn = serial();
     // lr 1e-9: an epoch moves each weight by ~1e-8, while a random initialisation would be
     // ~1e-2 away from the checkpoint
-    let overrides = ["optim.lr=1e-9", "schedule.warmup_epochs=0", "schedule.epochs=1"].map(String::from);
-    let cfg = kiln_train::config::load(&path, &overrides).unwrap();
-    train(&cfg, &quiet()).unwrap();
-    let trained = weights(&dir.join("run"));
-    let reference = kiln_models::checkpoint::read_state_dict(&timm).unwrap();
+    let (trained, expected) = fine_tune("finetune", &["optim.lr=1e-9"]);
     let patch = &trained.iter().find(|(n, _)| n == "patch_embed.proj.weight").unwrap().1;
-    let expected = bridge::into_data(reference["patch_embed.proj.weight"].clone()).unwrap().try_to_vec::<f32>().unwrap();
-    let worst = patch.iter().zip(&expected).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let worst = max_difference(patch, &expected);
     assert!(worst < 1e-6, "the backbone comes from the timm checkpoint (max difference {worst})");
     let head = &trained.iter().find(|(n, _)| n.starts_with("head.fc") && n.ends_with("bias")).unwrap().1;
     assert_eq!(head.len(), 2, "a new two-class head");
+}
+
+#[test]
+fn a_frozen_backbone_stays_as_loaded_while_the_head_trains() {
+    let _turn = serial();
+    // lr 1e-2 moves every trained weight well past 1e-6 in an epoch
+    let (trained, expected) = fine_tune("frozen", &["optim.lr=1e-2", "model.freeze_backbone=true"]);
+    let patch = &trained.iter().find(|(n, _)| n == "patch_embed.proj.weight").unwrap().1;
+    assert_eq!(max_difference(patch, &expected), 0.0, "the frozen backbone is exactly timm's");
+    let (moved, _) = fine_tune("unfrozen", &["optim.lr=1e-2"]);
+    let patch = &moved.iter().find(|(n, _)| n == "patch_embed.proj.weight").unwrap().1;
+    assert!(max_difference(patch, &expected) > 1e-4, "without freezing, the same run moves the backbone");
+}
+
+/// What training logs is what `kiln eval` measures on the saved weights, bit for bit: the
+/// evaluation runs wholly off the autodiff device (the swin masks and position indices
+/// included), as a model read from a checkpoint does.
+#[test]
+fn logged_evaluations_equal_kiln_eval_of_the_saved_weights() {
+    let _turn = serial();
+    let dir = scratch("logged");
+    image_folder(&dir.join("data"));
+    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), "[train]\nema = true\nema_decay = 0.9\n[eval]\nema = true\n"), &[]).unwrap();
+    train(&cfg, &quiet()).unwrap();
+    let run = dir.join("run");
+    let logged = eval_lines(&run).pop().unwrap();
+    for (file, suffix) in [("model.bpk", ""), ("ema.bpk", "_ema")] {
+        let (eval, _) = kiln_train::train::evaluate_weights(&cfg, &run.join("checkpoints/last").join(file)).unwrap();
+        assert_eq!(logged[format!("loss{suffix}")].as_f64().unwrap(), eval.loss, "{file}");
+        assert_eq!(logged[format!("top1{suffix}")].as_f64().unwrap(), eval.top1, "{file}");
+    }
 }

@@ -1,5 +1,6 @@
 //! `kiln`: the command line over Kiln's crates.
 
+mod bench;
 mod device;
 mod eval;
 mod models;
@@ -10,7 +11,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Vision transformers without Python: list models, predict, train, evaluate.
+// glibc's malloc hands large tensor buffers back to the kernel and page-faults them in again
+// on every step (a quarter of a small model's training step); mimalloc, told never to purge,
+// keeps them for the next step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (its `mi_option_e` index, v2 and v3 alike).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Vision transformers without Python: list models, predict, train, evaluate, benchmark.
 #[derive(Parser)]
 #[command(name = "kiln", version, about)]
 struct Cli {
@@ -28,15 +38,20 @@ enum Command {
     Train(train::Args),
     /// Evaluate weights on an experiment's validation data.
     Eval(eval::Args),
+    /// Measure training and inference throughput (images/s) and peak memory of a model.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
+    // SAFETY: sets a documented option (-1: never purge) before any other thread exists
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => models::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

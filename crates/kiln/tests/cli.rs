@@ -207,3 +207,31 @@ fn a_config_error_names_the_file_and_line() {
     let out = kiln(&["train", config.to_str().unwrap(), "--dry-run"]);
     assert_clean_failure(&out, "bad.toml:4");
 }
+
+#[test]
+fn bench_reports_training_and_inference_throughput_as_json() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/quickstart.toml");
+    let out = kiln(&["bench", "--config", config, "--batch", "4", "--warmup", "1", "--steps", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let modes: Vec<&str> = reports.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["train", "infer"]);
+    for r in &reports {
+        assert_eq!(r["model"], "swin_tiny_patch4_window7_224");
+        assert_eq!(r["batch"], 4);
+        assert_eq!(r["img_size"], serde_json::json!([32, 32]));
+        assert_eq!(r["steps"], 2);
+        let (median, min, max) = (r["step_ms_median"].as_f64().unwrap(), r["step_ms_min"].as_f64().unwrap(), r["step_ms_max"].as_f64().unwrap());
+        assert!(0.0 < min && min <= median && median <= max, "{r}");
+        let images_per_s = r["images_per_s"].as_f64().unwrap();
+        assert!((images_per_s - 4.0 / (median / 1e3)).abs() < 1e-6 * images_per_s, "{r}");
+        assert!(r["peak_rss_mib"].as_f64().unwrap() > 1.0, "{r}");
+    }
+}
+
+#[test]
+fn bench_of_an_unknown_model_suggests_names() {
+    let out = kiln(&["bench", "--model", "swin_tiny_patch4_window7", "--steps", "1"]);
+    assert_clean_failure(&out, "swin_tiny_patch4_window7_224");
+}

@@ -1,0 +1,143 @@
+//! Throughput of one model on one device: images/s of a full training step (forward, loss,
+//! backward, AdamW update) or of an inference forward, the spread of the step time, and the
+//! peak resident memory while the timed steps ran. `kiln bench` prints it; the PyTorch
+//! companion `scripts/bench_timm.py` measures the same thing for timm.
+
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
+use serde::Serialize;
+
+use crate::train::soft_cross_entropy;
+
+/// What one timed step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    /// Forward, soft cross-entropy, backward, AdamW step.
+    Train,
+    /// Forward only, without autodiff.
+    Infer,
+}
+
+/// How to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Images per step.
+    pub batch: usize,
+    /// Untimed steps first (allocator and caches settle).
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Training or inference.
+    pub mode: BenchMode,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Registered model name.
+    pub model: String,
+    /// Training or inference.
+    pub mode: BenchMode,
+    /// Images per step.
+    pub batch: usize,
+    /// Input `[height, width]`.
+    pub img_size: [usize; 2],
+    /// Timed steps.
+    pub steps: usize,
+    /// `batch / median step time`.
+    pub images_per_s: f64,
+    /// Median step time.
+    pub step_ms_median: f64,
+    /// Fastest step.
+    pub step_ms_min: f64,
+    /// Slowest step.
+    pub step_ms_max: f64,
+    /// Peak resident set size of the process during the timed steps, in MiB (Linux only).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Builds `name` with `config` on `device` (random weights, random inputs) and times
+/// `opts.steps` steps after `opts.warmup` untimed ones.
+pub fn bench(name: &str, config: ModelConfig, device: &Device, opts: &BenchOptions) -> Result<BenchReport, ModelError> {
+    let [height, width] = config.img_size();
+    let shape = [opts.batch, config.in_chans(), height, width];
+    let classes = config.num_classes();
+    let mut times = Vec::with_capacity(opts.steps);
+    let mut peak = None;
+    match opts.mode {
+        BenchMode::Train => {
+            let device = device.clone().autodiff();
+            let mut model = LoadedModel::build(name, config, &device)?.model;
+            let mut optim = AdamWConfig::new().with_weight_decay(0.05).init();
+            let labels: Vec<usize> = (0..opts.batch).map(|i| i % classes).collect();
+            let targets = kiln_data::mixup_target(&labels, classes, 1.0, 0.1);
+            let targets = Tensor::<2>::from_data(TensorData::new(targets, [opts.batch, classes]), &device);
+            for step in 0..opts.warmup + opts.steps {
+                if step == opts.warmup {
+                    peak = PeakMemory::start();
+                }
+                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+                let started = Instant::now();
+                let loss = soft_cross_entropy(model.forward(x), targets.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(1e-4, model, grads);
+                device.sync().expect("device sync");
+                if step >= opts.warmup {
+                    times.push(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        BenchMode::Infer => {
+            let model = LoadedModel::build(name, config, device)?.model;
+            for step in 0..opts.warmup + opts.steps {
+                if step == opts.warmup {
+                    peak = PeakMemory::start();
+                }
+                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+                let started = Instant::now();
+                let logits = model.forward(x);
+                device.sync().expect("device sync");
+                drop(logits);
+                if step >= opts.warmup {
+                    times.push(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(BenchReport {
+        model: name.to_string(),
+        mode: opts.mode,
+        batch: opts.batch,
+        img_size: [height, width],
+        steps: opts.steps,
+        images_per_s: opts.batch as f64 / median,
+        step_ms_median: 1e3 * median,
+        step_ms_min: 1e3 * times[0],
+        step_ms_max: 1e3 * times[times.len() - 1],
+        peak_rss_mib: peak.and_then(|p| p.read()),
+    })
+}
+
+/// The process's peak resident set size from a reset point on (Linux: `VmHWM` after writing 5
+/// to `/proc/self/clear_refs`, which resets it to the current RSS).
+struct PeakMemory;
+
+impl PeakMemory {
+    fn start() -> Option<Self> {
+        std::fs::write("/proc/self/clear_refs", "5").ok().map(|_| PeakMemory)
+    }
+
+    fn read(&self) -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}

@@ -1,0 +1,94 @@
+//! `kiln bench`: images/s of training or inference for one model, so changes can be compared
+//! (`scripts/bench_timm.py` measures PyTorch+timm the same way).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use kiln_models::find;
+use kiln_train::bench::{BenchMode, BenchOptions, BenchReport, bench};
+
+use crate::device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Registered model name (see `kiln models`).
+    #[arg(long, required_unless_present = "config")]
+    model: Option<String>,
+    /// Take the model (with its `[model.arch]` overrides), batch size and device from an
+    /// experiment file instead, e.g. configs/quickstart.toml.
+    #[arg(long, conflicts_with = "model")]
+    config: Option<PathBuf>,
+    /// Images per step (default 16, or the experiment's batch size).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Input size (square; default the model's).
+    #[arg(long)]
+    img_size: Option<usize>,
+    /// Classes of the head (default the model's or the experiment's).
+    #[arg(long)]
+    num_classes: Option<usize>,
+    /// train (forward, loss, backward, AdamW step), infer, or both.
+    #[arg(long, default_value = "both", value_parser = ["train", "infer", "both"])]
+    mode: String,
+    /// Untimed steps before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// flex (CPU) or wgpu (GPU).
+    #[arg(long)]
+    device: Option<String>,
+    /// One JSON object per measurement per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (name, mut config, batch, device_name) = match (&args.model, &args.config) {
+        (_, Some(path)) => {
+            let resolved = kiln_train::config::load(path, &[])?;
+            let exp = &resolved.experiment;
+            (exp.model.name.clone(), resolved.model.clone(), exp.data.batch_size, exp.train.device.clone())
+        }
+        (Some(name), None) => {
+            let entry = find(name)?;
+            (entry.name.to_string(), (entry.config)(), 16, "flex".to_string())
+        }
+        (None, None) => unreachable!("clap requires --model or --config"),
+    };
+    if let Some(size) = args.img_size {
+        config.set_img_size([size, size]);
+    }
+    if let Some(n) = args.num_classes {
+        config.set_num_classes(n);
+    }
+    let device = device::parse(args.device.as_deref().unwrap_or(&device_name))?;
+    let modes = match args.mode.as_str() {
+        "train" => vec![BenchMode::Train],
+        "infer" => vec![BenchMode::Infer],
+        _ => vec![BenchMode::Train, BenchMode::Infer],
+    };
+    for mode in modes {
+        let opts = BenchOptions { batch: args.batch.unwrap_or(batch), warmup: args.warmup, steps: args.steps.max(1), mode };
+        let report = bench(&name, config.clone(), &device, &opts)?;
+        print_report(&report, args.json);
+    }
+    Ok(())
+}
+
+fn print_report(r: &BenchReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("report serialises"));
+        return;
+    }
+    let mode = match r.mode {
+        BenchMode::Train => "train",
+        BenchMode::Infer => "infer",
+    };
+    let memory = r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into());
+    println!(
+        "{} {mode} batch {} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}",
+        r.model, r.batch, r.img_size[0], r.img_size[1], r.images_per_s, r.step_ms_median, r.step_ms_min, r.step_ms_max
+    );
+}
