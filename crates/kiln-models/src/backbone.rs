@@ -102,6 +102,25 @@ pub fn split_index<'a>(path: &'a str, prefix: &str) -> Option<(usize, &'a str)> 
     Some((index.parse().ok()?, tail))
 }
 
+/// timm's fine matcher for staged backbones (Swin, DaViT): `stem` first; in `stages`
+/// (`(r'^{stages}\.(\d+).downsample', (0,))`, `(r'^{stages}\.(\d+)\.\w+\.(\d+)', None)`) a
+/// stage's downsampling joins its first block and every block is its own group; `final_norm`
+/// joins the last block; anything else is head.
+pub fn staged_layer_ordinal(path: &str, stem: &str, stages: &str, final_norm: &str) -> LayerOrdinal {
+    if path.starts_with(stem) {
+        return LayerOrdinal::Stem;
+    }
+    if let Some((stage, rest)) = split_index(path, stages) {
+        if rest.starts_with("downsample") {
+            return LayerOrdinal::Block(vec![stage, 0]);
+        }
+        if let Some((block, _)) = rest.split_once('.').and_then(|(_, r)| split_index(r, "")) {
+            return LayerOrdinal::Block(vec![stage, block]);
+        }
+    }
+    if path.starts_with(final_norm) { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
+}
+
 /// timm's `group_with_matcher`: each distinct ordinal in sorted order is a new layer id (the
 /// stem 0), except [`LayerOrdinal::WithLastBlock`], which shares the id before it. Returns the
 /// id of each path and the number of ids.

@@ -31,7 +31,7 @@ use kiln_nn::{
     WindowAttentionConfig, drop_path_schedule, window_partition, window_reverse,
 };
 
-use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, split_index};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, staged_layer_ordinal};
 use crate::error::ModelError;
 
 /// Hyper-parameters of a DaViT; every field can be overridden.
@@ -452,18 +452,7 @@ pub fn timm_key(key: &str) -> Option<String> {
 /// timm's `DaVit.group_matcher(coarse=False)`: the stem, then each block (a stage's downsample
 /// with its first block), `norm_pre` with the last block.
 pub fn layer_ordinal(path: &str) -> LayerOrdinal {
-    if path.starts_with("stem") {
-        return LayerOrdinal::Stem;
-    }
-    if let Some((stage, rest)) = split_index(path, "stages.") {
-        if rest.starts_with("downsample") {
-            return LayerOrdinal::Block(vec![stage, 0]);
-        }
-        if let Some((block, _)) = split_index(rest, "blocks.") {
-            return LayerOrdinal::Block(vec![stage, block]);
-        }
-    }
-    if path.starts_with("norm_pre") { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
+    staged_layer_ordinal(path, "stem", "stages.", "norm_pre")
 }
 
 #[cfg(test)]

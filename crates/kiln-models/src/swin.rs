@@ -23,7 +23,7 @@ use kiln_nn::{
     shifted_window_mask, window_partition, window_reverse,
 };
 
-use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, split_index};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, staged_layer_ordinal};
 use crate::error::ModelError;
 
 /// Hyper-parameters of a Swin Transformer; every field can be overridden.
@@ -308,19 +308,7 @@ pub fn timm_key(key: &str) -> Option<String> {
 /// timm's `SwinTransformer.group_matcher(coarse=False)`: the patch embedding, then each block
 /// (a stage's patch merging with its first block), the final norm with the last block.
 pub fn layer_ordinal(path: &str) -> LayerOrdinal {
-    if path.starts_with("patch_embed") {
-        return LayerOrdinal::Stem;
-    }
-    if let Some((stage, rest)) = split_index(path, "layers.") {
-        if rest.starts_with("downsample") {
-            return LayerOrdinal::Block(vec![stage, 0]);
-        }
-        // timm's `layers\.(\d+)\.\w+\.(\d+)`: any container name, then an index
-        if let Some((block, _)) = rest.split_once('.').and_then(|(_, r)| split_index(r, "")) {
-            return LayerOrdinal::Block(vec![stage, block]);
-        }
-    }
-    if path.starts_with("norm") { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
+    staged_layer_ordinal(path, "patch_embed", "layers.", "norm")
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub enum BenchMode {
     Train,
     /// Forward only, without autodiff.
     Infer,
+    /// The experiment's training data loader alone: decoding, augmentation and batching.
+    Data,
 }
 
 /// How to measure.
@@ -49,7 +51,7 @@ pub struct BenchReport {
     pub img_size: [usize; 2],
     /// Timed steps.
     pub steps: usize,
-    /// `batch / median step time`.
+    /// `batch / median step time` (for the data loader: all timed images / all timed time).
     pub images_per_s: f64,
     /// Median step time.
     pub step_ms_median: f64,
@@ -59,6 +61,40 @@ pub struct BenchReport {
     pub step_ms_max: f64,
     /// Peak resident set size of the process during the timed steps, in MiB (Linux only).
     pub peak_rss_mib: Option<f64>,
+}
+
+/// Times the training loader of `cfg` alone (decoding, augmentation, batching on its worker
+/// threads, no model): `opts.steps` batches after `opts.warmup`, the batch size the
+/// experiment's. A loader much faster than the training step never starves the model.
+pub fn bench_loader(cfg: &crate::config::ResolvedConfig, opts: &BenchOptions) -> Result<BenchReport, crate::train::TrainError> {
+    let data = crate::data::build(cfg)?;
+    let mut batches = data.train.epoch(0);
+    let mut times = Vec::with_capacity(opts.steps);
+    let mut peak = None;
+    let mut shape = [0; 4];
+    for step in 0..opts.warmup + opts.steps {
+        if step == opts.warmup {
+            peak = PeakMemory::start();
+        }
+        let started = Instant::now();
+        let Some(batch) = batches.next() else { break };
+        shape = batch?.shape;
+        if step >= opts.warmup {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    if times.is_empty() {
+        return Err(crate::train::TrainError::Data(kiln_data::DataError::InvalidData(format!(
+            "the training data has fewer than {} batches to time; lower --warmup/--steps",
+            opts.warmup + 1
+        ))));
+    }
+    // the loader prefetches, so single batches can arrive at once: the rate is over all of them
+    let total: f64 = times.iter().sum();
+    let images = (shape[0] * times.len()) as f64;
+    let mut report = report(cfg.experiment.model.name.clone(), opts, shape[0], [shape[2], shape[3]], times, peak);
+    report.images_per_s = images / total;
+    Ok(report)
 }
 
 /// Builds `name` with `config` on `device` (random weights, random inputs) and times
@@ -92,6 +128,7 @@ pub fn bench(name: &str, config: ModelConfig, device: &Device, opts: &BenchOptio
                 }
             }
         }
+        BenchMode::Data => return Err(ModelError::InvalidConfig("the data mode times a loader: use bench_loader".into())),
         BenchMode::Infer => {
             let model = LoadedModel::build(name, config, device)?.model;
             for step in 0..opts.warmup + opts.steps {
@@ -109,20 +146,24 @@ pub fn bench(name: &str, config: ModelConfig, device: &Device, opts: &BenchOptio
             }
         }
     }
+    Ok(report(name.to_string(), opts, opts.batch, [height, width], times, peak))
+}
+
+fn report(model: String, opts: &BenchOptions, batch: usize, img_size: [usize; 2], mut times: Vec<f64>, peak: Option<PeakMemory>) -> BenchReport {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    Ok(BenchReport {
-        model: name.to_string(),
+    BenchReport {
+        model,
         mode: opts.mode,
-        batch: opts.batch,
-        img_size: [height, width],
-        steps: opts.steps,
-        images_per_s: opts.batch as f64 / median,
+        batch,
+        img_size,
+        steps: times.len(),
+        images_per_s: batch as f64 / median,
         step_ms_median: 1e3 * median,
         step_ms_min: 1e3 * times[0],
         step_ms_max: 1e3 * times[times.len() - 1],
         peak_rss_mib: peak.and_then(|p| p.read()),
-    })
+    }
 }
 
 /// The process's peak resident set size from a reset point on (Linux: `VmHWM` after writing 5

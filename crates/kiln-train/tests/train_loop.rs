@@ -109,6 +109,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A scratch directory with the image folder in `data/` and the experiment (plus `extra`) loaded.
+fn prepared(name: &str, extra: &str) -> (PathBuf, kiln_train::config::ResolvedConfig) {
+    let dir = scratch(name);
+    image_folder(&dir.join("data"));
+    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), extra), &[]).unwrap();
+    (dir, cfg)
+}
+
 fn quiet() -> TrainOptions {
     TrainOptions { quiet: true, ..TrainOptions::default() }
 }
@@ -116,9 +124,7 @@ fn quiet() -> TrainOptions {
 #[test]
 fn a_run_writes_metrics_and_checkpoints() {
     let _turn = serial();
-    let dir = scratch("run");
-    image_folder(&dir.join("data"));
-    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &[]).unwrap();
+    let (dir, cfg) = prepared("run", "");
     let summary = train(&cfg, &quiet()).unwrap();
     let run = dir.join("run");
     assert_eq!(summary.steps, 2 * (24 / 4));
@@ -186,9 +192,7 @@ fn the_weight_average_is_evaluated_saved_and_resumed_exactly() {
 #[test]
 fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
     let _turn = serial();
-    let dir = scratch("diverge");
-    image_folder(&dir.join("data"));
-    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &[]).unwrap();
+    let (dir, cfg) = prepared("diverge", "");
     train(&cfg, &TrainOptions { max_steps: Some(2), ..quiet() }).unwrap();
     let before = std::fs::read(dir.join("run/checkpoints/last/model.bpk")).unwrap();
     let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &["optim.lr=1e30".into(), "schedule.warmup_epochs=0".into()]).unwrap();
@@ -201,9 +205,7 @@ fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
 #[test]
 fn a_stop_at_an_epoch_boundary_still_evaluates_that_epoch() {
     let _turn = serial();
-    let dir = scratch("boundary");
-    image_folder(&dir.join("data"));
-    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), ""), &[]).unwrap();
+    let (dir, cfg) = prepared("boundary", "");
     // 24 images / batch 4 = 6 steps per epoch
     let stopped = train(&cfg, &TrainOptions { max_steps: Some(6), ..quiet() }).unwrap();
     assert_eq!(stopped.steps, 6);
@@ -271,9 +273,7 @@ fn a_frozen_backbone_stays_as_loaded_while_the_head_trains() {
 #[test]
 fn logged_evaluations_equal_kiln_eval_of_the_saved_weights() {
     let _turn = serial();
-    let dir = scratch("logged");
-    image_folder(&dir.join("data"));
-    let cfg = kiln_train::config::load(experiment(&dir, &dir.join("data"), "[train]\nema = true\nema_decay = 0.9\n[eval]\nema = true\n"), &[]).unwrap();
+    let (dir, cfg) = prepared("logged", "[train]\nema = true\nema_decay = 0.9\n[eval]\nema = true\n");
     train(&cfg, &quiet()).unwrap();
     let run = dir.join("run");
     let logged = eval_lines(&run).pop().unwrap();

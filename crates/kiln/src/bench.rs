@@ -27,8 +27,9 @@ pub struct Args {
     /// Classes of the head (default the model's or the experiment's).
     #[arg(long)]
     num_classes: Option<usize>,
-    /// train (forward, loss, backward, AdamW step), infer, or both.
-    #[arg(long, default_value = "both", value_parser = ["train", "infer", "both"])]
+    /// train (forward, loss, backward, AdamW step), infer, both, or data (the experiment's
+    /// training loader alone, needs --config).
+    #[arg(long, default_value = "both", value_parser = ["train", "infer", "both", "data"])]
     mode: String,
     /// Untimed steps before timing.
     #[arg(long, default_value_t = 2)]
@@ -63,6 +64,13 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(n) = args.num_classes {
         config.set_num_classes(n);
     }
+    if args.mode == "data" {
+        let Some(path) = &args.config else { anyhow::bail!("--mode data times an experiment's loader: give --config FILE") };
+        let resolved = kiln_train::config::load(path, &[])?;
+        let opts = BenchOptions { batch: resolved.experiment.data.batch_size, warmup: args.warmup, steps: args.steps.max(1), mode: BenchMode::Data };
+        print_report(&kiln_train::bench::bench_loader(&resolved, &opts)?, args.json);
+        return Ok(());
+    }
     let device = device::parse(args.device.as_deref().unwrap_or(&device_name))?;
     let modes = match args.mode.as_str() {
         "train" => vec![BenchMode::Train],
@@ -85,6 +93,7 @@ fn print_report(r: &BenchReport, json: bool) {
     let mode = match r.mode {
         BenchMode::Train => "train",
         BenchMode::Infer => "infer",
+        BenchMode::Data => "data loader",
     };
     let memory = r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into());
     println!(

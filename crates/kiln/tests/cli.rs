@@ -235,3 +235,16 @@ fn bench_of_an_unknown_model_suggests_names() {
     let out = kiln(&["bench", "--model", "swin_tiny_patch4_window7", "--steps", "1"]);
     assert_clean_failure(&out, "swin_tiny_patch4_window7_224");
 }
+
+#[test]
+fn bench_times_the_experiments_data_loader_alone() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/quickstart.toml");
+    let out = kiln(&["bench", "--config", config, "--mode", "data", "--steps", "3", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!((r["mode"].as_str(), r["batch"].as_u64(), r["steps"].as_u64()), (Some("data"), Some(128), Some(3)));
+    assert_eq!(r["img_size"], serde_json::json!([32, 32]), "Fashion-MNIST padded as the quickstart says");
+    assert!(r["images_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    let out = kiln(&["bench", "--model", "swin_tiny_patch4_window7_224", "--mode", "data"]);
+    assert_clean_failure(&out, "--config");
+}
