@@ -238,8 +238,13 @@ fn bench_of_an_unknown_model_suggests_names() {
 
 #[test]
 fn bench_times_the_experiments_data_loader_alone() {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/quickstart.toml");
-    let out = kiln(&["bench", "--config", config, "--mode", "data", "--steps", "3", "--json"]);
+    // the experiment's data root is relative to the repository, where users run kiln
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["bench", "--config", "configs/quickstart.toml", "--mode", "data", "--steps", "3", "--json"])
+        .current_dir(repo)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert_eq!((r["mode"].as_str(), r["batch"].as_u64(), r["steps"].as_u64()), (Some("data"), Some(128), Some(3)));
