@@ -8,7 +8,9 @@
 //! identity.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Gelu, PaddingConfig2d, Relu};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
+
+use crate::activation::Gelu;
 use burn::prelude::*;
 
 use crate::norm::{LayerNorm2d, LayerNorm2dConfig};

@@ -4,6 +4,7 @@
 //! stages are channels-last (`[batch, height, width, channels]`, as timm keeps them); maps handed
 //! to dense heads are channels-first (`[batch, channels, height, width]`).
 
+pub mod activation;
 pub mod channel_attention;
 pub mod conv_pos_enc;
 pub mod conv_stem;
@@ -20,6 +21,7 @@ pub mod relative_position;
 pub mod window;
 pub mod window_attention;
 
+pub use activation::{Gelu, gelu_tanh};
 pub use channel_attention::{ChannelGroupAttention, ChannelGroupAttentionConfig};
 pub use conv_pos_enc::{ConvPosEnc, ConvPosEncConfig};
 pub use conv_stem::{ConvDownsample, ConvLayer, ConvResidual, ConvStem, ConvStemConfig};

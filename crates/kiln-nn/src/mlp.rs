@@ -1,6 +1,8 @@
 //! The transformer MLP: `fc1 -> GELU -> dropout -> fc2 -> dropout`, as timm's `Mlp`.
 
-use burn::nn::{Dropout, DropoutConfig, Gelu, Linear};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+
+use crate::activation::Gelu;
 use burn::prelude::*;
 
 use crate::init;
