@@ -283,3 +283,15 @@ fn logged_evaluations_equal_kiln_eval_of_the_saved_weights() {
         assert_eq!(logged[format!("top1{suffix}")].as_f64().unwrap(), eval.top1, "{file}");
     }
 }
+
+#[test]
+fn evaluation_follows_its_interval_and_the_last_epoch_is_always_evaluated() {
+    let _turn = serial();
+    let dir = scratch("interval");
+    image_folder(&dir.join("data"));
+    let path = experiment(&dir, &dir.join("data"), "[eval]\ninterval_epochs = 2\n");
+    let cfg = kiln_train::config::load(path, &["schedule.epochs=3".into()]).unwrap();
+    train(&cfg, &quiet()).unwrap();
+    let epochs: Vec<u64> = eval_lines(&dir.join("run")).iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2], "after the second epoch, then the last");
+}
