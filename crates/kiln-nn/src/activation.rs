@@ -44,10 +44,8 @@ mod tests {
     use burn::tensor::activation::gelu_approximate;
 
     use super::*;
+    use crate::test_values as values;
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     /// Against burn's plain-op formula, forward and backward, from the far tails through zero.
     #[test]

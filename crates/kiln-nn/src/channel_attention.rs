@@ -77,12 +77,10 @@ impl ChannelGroupAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use burn::module::Param;
     use burn::tensor::Distribution;
 
-    fn values(t: Tensor<3>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     #[test]
     fn one_group_by_hand() {

@@ -156,11 +156,9 @@ impl CrossAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use burn::tensor::Distribution;
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     /// The same attention token by token with scalar loops (PyTorch's `nn.Linear` layout:
     /// burn stores weights `[in, out]`).

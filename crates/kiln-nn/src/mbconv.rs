@@ -273,11 +273,9 @@ impl MbConvBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
     use burn::module::Param;
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     #[test]
     fn make_divisible_matches_timm() {

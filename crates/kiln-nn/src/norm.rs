@@ -90,6 +90,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
 
     #[test]
     fn normalises_each_pixel_over_channels() {
@@ -107,9 +108,6 @@ mod tests {
         }
     }
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     #[test]
     fn batch_norm_trains_running_stats_as_pytorch_and_eval_uses_them() {

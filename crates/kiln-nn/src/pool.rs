@@ -45,10 +45,8 @@ pub fn max_pool_pyramid(x: Tensor<4>, levels: usize, factor: usize) -> Vec<Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
 
-    fn values(t: Tensor<4>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
 
     #[test]
     fn partial_edge_blocks_take_the_max_of_what_they_have() {
