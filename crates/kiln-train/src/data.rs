@@ -33,6 +33,9 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
                 Arc::new(IdxDataset::fashion_mnist(&root, split)?)
             }
             DatasetKind::ImageFolder => Arc::new(ImageFolder::open(root.join(split))?),
+            DatasetKind::Ade20k => {
+                return Err(DataError::InvalidData("the ADE20K layout holds segmentation data; set task = \"segmentation\"".into()));
+            }
         };
         let classes = match &data.class_list {
             Some(ClassList::Names(names)) => Some(names.clone()),

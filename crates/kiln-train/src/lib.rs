@@ -18,6 +18,8 @@ pub mod data;
 pub mod ema;
 pub mod plot;
 pub mod schedule;
+pub mod seg_inference;
+pub mod seg_metrics;
 pub mod train;
 
 use burn::prelude::Device;

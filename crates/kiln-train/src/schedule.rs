@@ -1,5 +1,5 @@
 //! Learning rate per optimiser step: linear warm-up, then cosine or step decay (timm's
-//! schedulers, stepped per iteration rather than per epoch).
+//! schedulers, stepped per iteration rather than per epoch) or mmseg's poly decay.
 
 use crate::config::schema::{ScheduleName, ScheduleSection};
 
@@ -15,6 +15,7 @@ pub struct LrSchedule {
     name: ScheduleName,
     decay_epochs: f64,
     decay_rate: f64,
+    power: f64,
 }
 
 impl LrSchedule {
@@ -28,11 +29,12 @@ impl LrSchedule {
             warmup_lr: section.warmup_lr,
             min_lr: section.min_lr,
             warmup_steps,
-            total_steps: section.epochs * steps_per_epoch,
+            total_steps: section.iters.unwrap_or(section.epochs * steps_per_epoch),
             steps_per_epoch,
             name: section.name,
             decay_epochs: section.decay_epochs,
             decay_rate: section.decay_rate,
+            power: section.power,
         }
     }
 
@@ -47,6 +49,11 @@ impl LrSchedule {
                 let span = (self.total_steps - self.warmup_steps).max(1) as f64;
                 let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
                 self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+            ScheduleName::Poly => {
+                let span = (self.total_steps - self.warmup_steps).max(1) as f64;
+                let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                self.min_lr + (self.base_lr - self.min_lr) * (1.0 - t).powf(self.power)
             }
             ScheduleName::Step => {
                 let epoch = step as f64 / self.steps_per_epoch.max(1) as f64;
@@ -90,5 +97,21 @@ mod tests {
         let s = LrSchedule::new(&section(ScheduleName::Step), 1.0, 10);
         assert!((s.lr(15) - 0.1).abs() < 1e-12);
         assert!((s.lr(25) - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn poly_over_iterations_after_warmup_as_mmseg() {
+        // mmseg: LinearLR for the warm-up, then PolyLR(power, eta_min) from its end to `iters`
+        let mut poly = section(ScheduleName::Poly);
+        (poly.iters, poly.warmup_epochs, poly.warmup_iters, poly.power, poly.min_lr) = (Some(110), None, Some(10), 2.0, 0.1);
+        // steps_per_epoch plays no part in an iteration-based length
+        let s = LrSchedule::new(&poly, 1.1, 7);
+        assert!((s.lr(10) - 1.1).abs() < 1e-12);
+        // a quarter through the poly span: 0.1 + 1.0 · 0.75²
+        assert!((s.lr(35) - (0.1 + 0.5625)).abs() < 1e-12);
+        assert!((s.lr(110) - 0.1).abs() < 1e-12);
+        poly.power = 1.0;
+        let linear = LrSchedule::new(&poly, 1.1, 7);
+        assert!((linear.lr(60) - 0.6).abs() < 1e-12, "power 1 is linear");
     }
 }

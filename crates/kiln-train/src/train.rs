@@ -250,10 +250,10 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             if !opts.quiet {
                 eprintln!("epoch {epochs_done}/{}: {line}  ({:.0} s)", exp.schedule.epochs, started.elapsed().as_secs_f64());
             }
-            let score = match exp.checkpoint.keep_best_by {
-                BestMetric::Top1 => decisive.top1,
+            let score = match exp.checkpoint.keep_best_by.unwrap_or(BestMetric::Top1) {
                 BestMetric::Top5 => decisive.top5,
                 BestMetric::Loss => -decisive.loss,
+                _ => decisive.top1,
             };
             is_best = state.best.is_none_or(|best| score > best);
             if is_best {

@@ -28,7 +28,7 @@
 //! 5. check values that parse but cannot be trained with; every problem is reported at once.
 //!
 //! Sections: `task`, `[model]`, `[data]`, `[augmentation]`, `[optim]`, `[schedule]`, `[train]`,
-//! `[eval]`, `[checkpoint]`, `[logging]`; see [`schema`] for every key and its (timm) default.
+//! `[eval]`, `[checkpoint]`, `[logging]`, and `[segmentation]` for `task = "segmentation"`; see [`schema`] for every key and its (timm) default.
 
 mod error;
 mod model;
@@ -48,9 +48,10 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Origin, Problem};
 pub use kiln_models::{ModelConfig, PretrainedCfg};
 pub use schema::{
-    AugmentationSection, BestMetric, CheckpointSection, ClassList, DataSection, DatasetKind, EraseMode, EvalSection,
-    ExperimentConfig, GrayscaleMode, ImgSize, LoggingSection, ModelSection, OptimSection, OptimizerName,
-    ScheduleName, ScheduleSection, Task, TrainInterpolation, TrainSection,
+    AugmentationSection, BestMetric, CheckpointSection, ClassList, DataSection, DatasetKind, DecodeHeadName,
+    EraseMode, EvalSection, ExperimentConfig, GrayscaleMode, ImgSize, LoggingSection, ModelSection, OptimSection,
+    OptimizerName, ScheduleName, ScheduleSection, SegmentationSection, Task, TestMode, TrainInterpolation,
+    TrainSection,
 };
 pub use tree::{Override, Provenance};
 
@@ -200,6 +201,15 @@ fn fill_data_defaults(experiment: &mut ExperimentConfig) {
             ("train", "test")
         }
         DatasetKind::ImageFolder => ("train", "val"),
+        DatasetKind::Ade20k => {
+            if data.reduce_zero_label.is_none() {
+                // ADE20K's own label maps keep 0 for "other"; a data set with its own class list
+                // counts its classes from 0
+                let own_classes = data.classes_file.is_some() || data.root.as_ref().is_some_and(|r| r.join("classes.txt").is_file());
+                data.reduce_zero_label = Some(!own_classes);
+            }
+            ("training", "validation")
+        }
     };
     data.train_split.get_or_insert_with(|| train.to_string());
     data.val_split.get_or_insert_with(|| val.to_string());
@@ -230,6 +240,14 @@ fn fill_model_defaults(experiment: &mut ExperimentConfig, model: &ResolvedModel)
         augmentation.mean.get_or_insert_with(|| pretrained.mean.to_vec());
         augmentation.std.get_or_insert_with(|| pretrained.std.to_vec());
     }
+    let segmentation = &mut experiment.segmentation;
+    segmentation.crop_size.get_or_insert(model.config.img_size().into());
+    segmentation.test_scale.get_or_insert(segmentation.scale);
+    if segmentation.test_mode == TestMode::Slide && segmentation.test_stride.is_none() {
+        let [h, w] = segmentation.crop_size.expect("set above").to_array();
+        // mmseg's 341 for a 512 crop
+        segmentation.test_stride = Some([(2 * h / 3).max(1), (2 * w / 3).max(1)].into());
+    }
     if experiment.data.grayscale.is_none() {
         experiment.data.grayscale = match (model.config.in_chans(), experiment.data.dataset) {
             (1, _) => Some(GrayscaleMode::Luma),
@@ -251,6 +269,10 @@ fn fill_training_defaults(experiment: &mut ExperimentConfig, source: &Path) {
         };
         experiment.optim.lr = Some(0.1 * scale);
     }
+    experiment.checkpoint.keep_best_by.get_or_insert(match experiment.task {
+        Task::Classification => BestMetric::Top1,
+        Task::Segmentation => BestMetric::Miou,
+    });
     let schedule = &mut experiment.schedule;
     if schedule.warmup_epochs.is_none() && schedule.warmup_iters.is_none() {
         schedule.warmup_epochs = Some(DEFAULT_WARMUP_EPOCHS);

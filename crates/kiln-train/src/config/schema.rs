@@ -42,6 +42,10 @@ pub struct ExperimentConfig {
     /// What is saved and when.
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    /// Decode heads, joint image/mask pipeline and test-time inference of `task =
+    /// "segmentation"`.
+    #[serde(default)]
+    pub segmentation: SegmentationSection,
     /// Progress, metrics files, plots.
     #[serde(default)]
     pub logging: LoggingSection,
@@ -54,6 +58,9 @@ pub enum Task {
     /// One label per image; softmax cross-entropy, top-1/top-5 accuracy.
     #[default]
     Classification,
+    /// One label per pixel (mmsegmentation's task): a decode head on the backbone's feature
+    /// maps, pixel cross-entropy with an ignore index, mIoU/aAcc/mAcc.
+    Segmentation,
 }
 
 /// `[model]`: a registered model name plus what changes about it.
@@ -192,6 +199,25 @@ pub struct DataSection {
     /// 28x28 to 32x32 so a window-4, patch-2 Swin tiles it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pad_to: Option<usize>,
+    /// Segmentation label maps: 0 means "unlabelled" and becomes the ignore index 255, every
+    /// other label moves down by one (mmseg `reduce_zero_label`). Filled in when resolved:
+    /// true for ADE20K's own 150 classes, false for a data set with its own `classes_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reduce_zero_label: Option<bool>,
+    /// Segmentation class names, one per line (optionally followed by `r g b`), in label order
+    /// after `reduce_zero_label`. Without it: `<root>/classes.txt` if there is one, otherwise
+    /// ADE20K's 150 classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes_file: Option<PathBuf>,
+    /// Segmentation: keep only the images whose file stems a text file lists (one per line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_list: Option<PathBuf>,
+    /// Segmentation: keep at most this many training images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_images: Option<usize>,
+    /// Segmentation: keep at most this many validation images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_val_images: Option<usize>,
     /// Decoding and augmentation threads (timm `-j`, default 4); 0 decodes on the training
     /// thread.
     pub workers: usize,
@@ -212,6 +238,11 @@ impl Default for DataSection {
             fraction: None,
             grayscale: None,
             pad_to: None,
+            reduce_zero_label: None,
+            classes_file: None,
+            image_list: None,
+            max_images: None,
+            max_val_images: None,
             workers: 4,
             batch_size: 128,
         }
@@ -227,6 +258,9 @@ pub enum DatasetKind {
     FashionMnist,
     /// ImageNet layout: `<root>/<split>/<class>/<image>`.
     ImageFolder,
+    /// ADE20K layout for segmentation: `<root>/images/<split>/*.jpg` with label maps
+    /// `<root>/annotations/<split>/*.png`.
+    Ade20k,
 }
 
 impl DatasetKind {
@@ -235,6 +269,7 @@ impl DatasetKind {
         match self {
             Self::FashionMnist => "fashion_mnist",
             Self::ImageFolder => "image_folder",
+            Self::Ade20k => "ade20k",
         }
     }
 }
@@ -467,6 +502,12 @@ pub struct ScheduleSection {
     pub name: ScheduleName,
     /// Training epochs (timm default 300).
     pub epochs: usize,
+    /// Training length in optimiser steps instead of epochs, as mmseg's iteration-based
+    /// schedules count (`160000` for ADE20K); the data is cycled through as often as needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iters: Option<usize>,
+    /// `poly`: exponent of the decay (mmseg `PolyLR(power=1.0)`).
+    pub power: f64,
     /// Linear warm-up from `warmup_lr` to `optim.lr`, in epochs (timm default 5). Set this or
     /// `warmup_iters`, not both; without either, 5 epochs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -490,6 +531,8 @@ impl Default for ScheduleSection {
         Self {
             name: ScheduleName::Cosine,
             epochs: 300,
+            iters: None,
+            power: 1.0,
             warmup_epochs: None,
             warmup_iters: None,
             min_lr: 0.0,
@@ -508,6 +551,8 @@ pub enum ScheduleName {
     Cosine,
     /// Multiply by `decay_rate` every `decay_epochs`.
     Step,
+    /// `(lr − min_lr)·(1 − t)^power + min_lr` over the steps after warm-up (mmseg's `PolyLR`).
+    Poly,
 }
 
 /// `[train]`: how the loop runs.
@@ -538,13 +583,17 @@ impl Default for TrainSection {
 pub struct EvalSection {
     /// Validate every this many epochs (and after the last).
     pub interval_epochs: usize,
+    /// Validate every this many optimiser steps instead (mmseg's `val_interval`, for
+    /// iteration-based schedules), and after the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_iters: Option<usize>,
     /// Also validate the EMA weights (needs `train.ema`).
     pub ema: bool,
 }
 
 impl Default for EvalSection {
     fn default() -> Self {
-        Self { interval_epochs: 1, ema: false }
+        Self { interval_epochs: 1, interval_iters: None, ema: false }
     }
 }
 
@@ -554,13 +603,18 @@ impl Default for EvalSection {
 pub struct CheckpointSection {
     /// Save `last` every this many epochs (and after the last).
     pub interval_epochs: usize,
-    /// Metric that decides `best` (timm `--eval-metric`, default top-1).
-    pub keep_best_by: BestMetric,
+    /// Save `last` every this many optimiser steps instead (mmseg's checkpoint `interval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_iters: Option<usize>,
+    /// Metric that decides `best` (timm `--eval-metric`). Filled in when resolved: top-1 for
+    /// classification, mIoU for segmentation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_best_by: Option<BestMetric>,
 }
 
 impl Default for CheckpointSection {
     fn default() -> Self {
-        Self { interval_epochs: 1, keep_best_by: BestMetric::Top1 }
+        Self { interval_epochs: 1, interval_iters: None, keep_best_by: None }
     }
 }
 
@@ -574,6 +628,26 @@ pub enum BestMetric {
     Top5,
     /// Lowest validation loss.
     Loss,
+    /// Highest mean IoU (segmentation).
+    #[serde(rename = "mIoU", alias = "miou")]
+    Miou,
+    /// Highest pixel accuracy (segmentation).
+    #[serde(rename = "aAcc", alias = "aacc")]
+    Aacc,
+    /// Highest mean class accuracy (segmentation).
+    #[serde(rename = "mAcc", alias = "macc")]
+    Macc,
+}
+
+impl BestMetric {
+    /// Whether the metric belongs to `task`.
+    pub fn fits(self, task: Task) -> bool {
+        match self {
+            Self::Loss => true,
+            Self::Top1 | Self::Top5 => task == Task::Classification,
+            Self::Miou | Self::Aacc | Self::Macc => task == Task::Segmentation,
+        }
+    }
 }
 
 /// `[logging]`: progress and the run directory.
@@ -594,4 +668,106 @@ impl Default for LoggingSection {
     fn default() -> Self {
         Self { interval_iters: 50, output_dir: None, plots: true }
     }
+}
+
+/// `[segmentation]`: the decode heads on the backbone, the joint image/mask training pipeline
+/// and test-time inference, with mmsegmentation's ADE20K defaults (UperNet, 512x512 crops).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentationSection {
+    /// `upernet` (pyramid pooling + FPN fusion) or `mlp` (SegFormer's lighter all-MLP head).
+    pub decode_head: DecodeHeadName,
+    /// Channels inside the decode head (mmseg 512).
+    pub channels: usize,
+    /// UperNet's pyramid-pooling bins (mmseg `[1, 2, 3, 6]`).
+    pub pool_scales: Vec<usize>,
+    /// Dropout before the classifier of each head (mmseg 0.1).
+    pub dropout: f64,
+    /// An auxiliary FCN head on a middle feature map, trained with its own loss (mmseg's
+    /// UperNet recipes have one).
+    pub aux_head: bool,
+    /// Channels of the auxiliary head (mmseg 256).
+    pub aux_channels: usize,
+    /// Weight of the auxiliary loss (mmseg 0.4).
+    pub aux_weight: f64,
+    /// Feature map the auxiliary head reads; without it the third (mmseg `in_index=2`), or the
+    /// second-to-last when there are fewer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_in_index: Option<usize>,
+    /// Training crop `[height, width]` (mmseg `crop_size`). Filled in when resolved from
+    /// `model.img_size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop_size: Option<ImgSize>,
+    /// Resize target `[long side, short side]` before the ratio (mmseg `scale=(2048, 512)`).
+    pub scale: [usize; 2],
+    /// Random factor on `scale` (mmseg `ratio_range=(0.5, 2.0)`).
+    pub ratio_range: [f64; 2],
+    /// A crop is redrawn (up to 10 times) while one class covers more than this share of it
+    /// (mmseg `cat_max_ratio=0.75`); 1 turns it off.
+    pub cat_max_ratio: f64,
+    /// Horizontal-flip probability.
+    pub flip_prob: f64,
+    /// mmseg's `PhotoMetricDistortion` (brightness, contrast, saturation, hue).
+    pub photometric: bool,
+    /// Evaluation resize target `[long side, short side]`, aspect kept (mmseg's test `Resize`).
+    /// Filled in when resolved from `scale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_scale: Option<[usize; 2]>,
+    /// `whole` (one pass per image) or `slide` (windows of `crop_size`).
+    pub test_mode: TestMode,
+    /// Step between sliding windows. Filled in when resolved for `slide`: two thirds of the
+    /// crop (mmseg's 341 for 512).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_stride: Option<ImgSize>,
+    /// Test-time augmentation: scale factors (mmseg's `[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]`);
+    /// empty for one pass at scale 1.
+    pub tta_scales: Vec<f64>,
+    /// Test-time augmentation: also predict the mirror image.
+    pub tta_flip: bool,
+}
+
+impl Default for SegmentationSection {
+    fn default() -> Self {
+        Self {
+            decode_head: DecodeHeadName::Upernet,
+            channels: 512,
+            pool_scales: vec![1, 2, 3, 6],
+            dropout: 0.1,
+            aux_head: true,
+            aux_channels: 256,
+            aux_weight: 0.4,
+            aux_in_index: None,
+            crop_size: None,
+            scale: [2048, 512],
+            ratio_range: [0.5, 2.0],
+            cat_max_ratio: 0.75,
+            flip_prob: 0.5,
+            photometric: true,
+            test_scale: None,
+            test_mode: TestMode::Whole,
+            test_stride: None,
+            tta_scales: Vec::new(),
+            tta_flip: false,
+        }
+    }
+}
+
+/// The decode head of a segmenter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeHeadName {
+    /// UperNet: pyramid pooling on the deepest map, FPN fusion of all of them.
+    Upernet,
+    /// SegFormer-style: each map projected, upsampled, concatenated and fused by 1x1 convs.
+    Mlp,
+}
+
+/// How an evaluation image passes through a segmenter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestMode {
+    /// The whole (resized) image at once; the backbone must accept its size.
+    Whole,
+    /// Overlapping windows of `crop_size`, logits averaged where they overlap.
+    Slide,
 }

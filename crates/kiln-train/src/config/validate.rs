@@ -5,7 +5,7 @@
 use super::error::{Origin, Problem};
 use super::model::ResolvedModel;
 use super::schema::{
-    ClassList, DatasetKind, ExperimentConfig, FASHION_MNIST_CLASSES, GrayscaleMode, OptimizerName, ScheduleName,
+    ClassList, DatasetKind, ExperimentConfig, FASHION_MNIST_CLASSES, GrayscaleMode, OptimizerName, ScheduleName, Task,
 };
 use super::tree::Provenance;
 
@@ -35,6 +35,11 @@ impl<'a> Checker<'a> {
             Some(origin @ Origin::CommandLine { .. }) => format!("set on the {origin}"),
             None => "the default".to_string(),
         }
+    }
+
+    /// Where `key` was set, if a file or `--set` set it.
+    pub fn origin(&self, key: &str) -> Option<&Origin> {
+        self.provenance.get(key)
     }
 
     /// Everything recorded, in the order found.
@@ -80,7 +85,7 @@ pub fn known_class_count(config: &ExperimentConfig) -> Option<usize> {
         (Some(ClassList::Names(names)), _) => Some(names.len()),
         (Some(ClassList::File(_)), _) => None,
         (None, DatasetKind::FashionMnist) => Some(FASHION_MNIST_CLASSES.len()),
-        (None, DatasetKind::ImageFolder) => None,
+        (None, DatasetKind::ImageFolder | DatasetKind::Ade20k) => None,
     }
 }
 
@@ -93,6 +98,111 @@ pub fn check_experiment(config: &ExperimentConfig, model: Option<&ResolvedModel>
     check_optim(config, checker);
     check_schedule(config, checker);
     check_loop(config, checker);
+    check_task(config, checker);
+}
+
+/// What belongs to one task only: the data set kind, the subset keys, the metric of `best`,
+/// and the `[segmentation]` values.
+fn check_task(config: &ExperimentConfig, c: &mut Checker<'_>) {
+    let data = &config.data;
+    let segmentation = config.task == Task::Segmentation;
+    if segmentation != (data.dataset == DatasetKind::Ade20k) {
+        let message = if segmentation {
+            format!(
+                "task = \"segmentation\" ({}) trains on label maps: set data.dataset = \"ade20k\" (the ADE20K layout)",
+                c.where_set("task")
+            )
+        } else {
+            "the ADE20K layout holds label maps: set task = \"segmentation\" to train on it".to_string()
+        };
+        c.fail("data.dataset", message);
+    }
+    let (own, other) = if segmentation { ("segmentation", "classification") } else { ("classification", "segmentation") };
+    let classification_only = [
+        ("data.class_list", data.class_list.is_some()),
+        ("data.per_class", data.per_class.is_some()),
+        ("data.fraction", data.fraction.is_some()),
+        ("data.pad_to", data.pad_to.is_some()),
+        ("augmentation.mixup", config.augmentation.mixup > 0.0),
+        ("augmentation.cutmix", config.augmentation.cutmix > 0.0),
+        ("augmentation.auto_augment", config.augmentation.auto_augment.is_some()),
+        ("augmentation.reprob", config.augmentation.reprob > 0.0),
+    ];
+    let segmentation_only = [
+        ("data.reduce_zero_label", data.reduce_zero_label.is_some() && data.dataset != DatasetKind::Ade20k),
+        ("data.classes_file", data.classes_file.is_some()),
+        ("data.image_list", data.image_list.is_some()),
+        ("data.max_images", data.max_images.is_some()),
+        ("data.max_val_images", data.max_val_images.is_some()),
+    ];
+    let foreign = if segmentation { &classification_only[..] } else { &segmentation_only[..] };
+    for (key, _) in foreign.iter().filter(|(_, set)| *set) {
+        c.fail(key, format!("a {other} setting, but this experiment's task is {own}; remove the key"));
+    }
+    if let Some(metric) = config.checkpoint.keep_best_by
+        && !metric.fits(config.task)
+    {
+        let choices = if segmentation { "mIoU, aAcc, mAcc or loss" } else { "top1, top5 or loss" };
+        c.fail("checkpoint.keep_best_by", format!("not a {own} metric; use {choices}"));
+    }
+    for (key, count) in [("data.max_images", data.max_images), ("data.max_val_images", data.max_val_images)] {
+        if let Some(count) = count {
+            c.at_least_one(key, count, "the number of images kept");
+        }
+    }
+    if segmentation {
+        check_segmentation(config, c);
+    }
+}
+
+fn check_segmentation(config: &ExperimentConfig, c: &mut Checker<'_>) {
+    let seg = &config.segmentation;
+    c.at_least_one("segmentation.channels", seg.channels, "the decode head's channels");
+    if seg.pool_scales.is_empty() || seg.pool_scales.contains(&0) {
+        c.fail("segmentation.pool_scales", format!("pyramid-pooling bins must be positive, e.g. [1, 2, 3, 6]; got {:?}", seg.pool_scales));
+    }
+    c.below_one("segmentation.dropout", seg.dropout, "the dropout rate");
+    if seg.aux_head {
+        c.at_least_one("segmentation.aux_channels", seg.aux_channels, "the auxiliary head's channels");
+    }
+    c.non_negative("segmentation.aux_weight", seg.aux_weight, "the auxiliary loss weight");
+    if seg.scale.contains(&0) {
+        c.fail("segmentation.scale", format!("the resize target [long, short] must be positive, got {:?}", seg.scale));
+    }
+    let [low, high] = seg.ratio_range;
+    if !(low > 0.0 && low <= high && high.is_finite()) {
+        c.fail("segmentation.ratio_range", format!("needs 0 < min <= max, got {:?}", seg.ratio_range));
+    }
+    if !(seg.cat_max_ratio > 0.0 && seg.cat_max_ratio <= 1.0) {
+        c.fail("segmentation.cat_max_ratio", format!("a share of the crop in (0, 1] (1 turns it off), got {}", seg.cat_max_ratio));
+    }
+    c.probability("segmentation.flip_prob", seg.flip_prob, "the flip probability");
+    if let (Some(crop), Some(size)) = (seg.crop_size, config.model.img_size)
+        && crop != size
+    {
+        c.fail(
+            "segmentation.crop_size",
+            format!(
+                "the backbone is built for {}x{} inputs (model.img_size, {}); make the crop the same size",
+                size.height,
+                size.width,
+                c.where_set("model.img_size")
+            ),
+        );
+    }
+    if let Some(stride) = seg.test_stride
+        && (stride.height == 0 || stride.width == 0)
+    {
+        c.fail("segmentation.test_stride", "the window step must be positive");
+    }
+    if let Some(scale) = seg.test_scale
+        && scale.contains(&0)
+    {
+        c.fail("segmentation.test_scale", format!("the resize target [long, short] must be positive, got {scale:?}"));
+    }
+    if seg.tta_scales.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+        c.fail("segmentation.tta_scales", format!("scale factors must be positive, got {:?}", seg.tta_scales));
+    }
 }
 
 fn check_model(config: &ExperimentConfig, c: &mut Checker<'_>) {
@@ -197,14 +307,18 @@ fn check_data(config: &ExperimentConfig, c: &mut Checker<'_>) {
                 c.fail("data.pad_to", format!("Fashion-MNIST images are 28x28; padding makes them larger, not {pad}"));
             }
         }
-        DatasetKind::ImageFolder => {
+        DatasetKind::ImageFolder | DatasetKind::Ade20k => {
+            let layout = if data.dataset == DatasetKind::Ade20k { "images/" } else { "" };
             if data.root.is_none() {
                 c.fail(
                     "data.root",
                     format!(
-                        "required for image_folder (data.dataset, {}): the directory holding {}/ and {}/",
+                        "required for {} (data.dataset, {}): the directory holding {}{}/ and {}{}/",
+                        data.dataset.as_str(),
                         c.where_set("data.dataset"),
+                        layout,
                         data.train_split.as_deref().unwrap_or("train"),
+                        layout,
                         data.val_split.as_deref().unwrap_or("val"),
                     ),
                 );
@@ -344,6 +458,18 @@ fn check_optim(config: &ExperimentConfig, c: &mut Checker<'_>) {
 fn check_schedule(config: &ExperimentConfig, c: &mut Checker<'_>) {
     let schedule = &config.schedule;
     c.at_least_one("schedule.epochs", schedule.epochs, "the number of epochs");
+    if let Some(iters) = schedule.iters {
+        c.at_least_one("schedule.iters", iters, "the number of iterations");
+        if let Some(origin) = c.origin("schedule.epochs") {
+            c.fail("schedule.iters", format!("set the length in epochs or in iterations, not both (schedule.epochs is set at {origin})"));
+        }
+        if schedule.warmup_iters.is_some_and(|w| w >= iters) {
+            c.fail("schedule.warmup_iters", format!("warm-up does not end before training does (schedule.iters = {iters})"));
+        }
+    }
+    if schedule.name == ScheduleName::Poly {
+        c.positive("schedule.power", schedule.power, "the poly exponent");
+    }
     let epochs = schedule.warmup_epochs.unwrap_or(0);
     let iters = schedule.warmup_iters.unwrap_or(0);
     if epochs > 0 && iters > 0 {
@@ -397,6 +523,12 @@ fn check_loop(config: &ExperimentConfig, c: &mut Checker<'_>) {
         c.fail("train.device", format!("unknown device `{device}`; use flex (CPU), wgpu or cuda, optionally with an index (cuda:1)"));
     }
     c.at_least_one("eval.interval_epochs", config.eval.interval_epochs, "the evaluation interval");
+    if let Some(iters) = config.eval.interval_iters {
+        c.at_least_one("eval.interval_iters", iters, "the evaluation interval");
+    }
+    if let Some(iters) = config.checkpoint.interval_iters {
+        c.at_least_one("checkpoint.interval_iters", iters, "the checkpoint interval");
+    }
     if config.eval.ema && !config.train.ema {
         c.fail("eval.ema", format!("evaluating EMA weights needs train.ema = true (train.ema is {})", c.where_set("train.ema")));
     }
