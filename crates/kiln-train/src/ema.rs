@@ -8,20 +8,20 @@ use kiln_models::Model;
 
 /// The averaged weights, held without autodiff.
 #[derive(Debug, Clone)]
-pub struct Ema {
+pub struct Ema<M = Model> {
     /// The averaged model (evaluate it like any other).
-    pub model: Model,
+    pub model: M,
     decay: f64,
 }
 
-impl Ema {
+impl<M: Module> Ema<M> {
     /// Starts the average at the current weights of `model`.
-    pub fn new(model: &Model, decay: f64) -> Self {
+    pub fn new(model: &M, decay: f64) -> Self {
         Self { model: model.valid(), decay }
     }
 
     /// Continues an average saved earlier.
-    pub fn resume(model: Model, decay: f64) -> Self {
+    pub fn resume(model: M, decay: f64) -> Self {
         Self { model, decay }
     }
 
@@ -31,7 +31,7 @@ impl Ema {
     }
 
     /// Moves the average towards the weights of `model` (after an optimiser step).
-    pub fn update(&mut self, model: &Model) {
+    pub fn update(&mut self, model: &M) {
         let mut current = Flatten::default();
         model.valid().visit(&mut current);
         let mut lerp = Lerp { current: current.0.into_iter(), weight: 1.0 - self.decay };

@@ -7,17 +7,19 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let resolved = kiln_train::config::load("configs/quickstart.toml", &["optim.lr=1e-3".to_string()])?;
 //! let summary = kiln_train::train::train(&resolved, &Default::default())?;
-//! println!("top-1 {:?}", summary.last_eval.map(|e| e.top1));
+//! println!("top-1 {:?}", summary.last_eval.and_then(|e| e.metric("top1")));
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod bench;
+pub mod classify;
 pub mod config;
 pub mod data;
 pub mod ema;
 pub mod plot;
 pub mod schedule;
+pub mod segment;
 pub mod seg_inference;
 pub mod seg_metrics;
 pub mod train;

@@ -1,12 +1,13 @@
-//! The classification training loop. [`train`] reads top to bottom as one run: build, (resume),
-//! then per epoch the steps of [`train_step`], an evaluation and a checkpoint.
+//! The training loop shared by every task. [`train`] reads top to bottom as one run: build,
+//! (resume), then the steps of the task's [`Task::train_step`], evaluations and checkpoints, by
+//! epoch or by iteration. What differs between classification ([`crate::classify`]) and
+//! segmentation ([`crate::segment`]) is behind [`Task`] and [`Network`].
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-use std::collections::HashSet;
 
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
 use burn::optim::grad_clipping::GradientClippingConfig;
@@ -15,15 +16,14 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
-use burn::tensor::activation::log_softmax;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::{Batch, DataError, DataLoader, LoaderPosition};
-use kiln_models::{Backbone, LayerOrdinal, LoadedModel, Model, ModelError};
+use kiln_data::{DataError, LoaderPosition};
+use kiln_models::{LayerOrdinal, LoadedModel, ModelError};
 use serde::{Deserialize, Serialize};
 
-use crate::config::schema::{BestMetric, ExperimentConfig, OptimizerName};
+pub use crate::classify::{EvalResult, evaluate, evaluate_weights, soft_cross_entropy, train_step, write_confusion_png};
+use crate::config::schema::{BestMetric, ExperimentConfig, OptimizerName, Task as TaskName};
 use crate::config::{ConfigError, ResolvedConfig};
-use crate::data;
 use crate::ema::Ema;
 use crate::schedule::LrSchedule;
 
@@ -72,7 +72,7 @@ pub enum TrainError {
     },
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::Io { path: path.to_path_buf(), reason: e.to_string() }
 }
 
@@ -100,19 +100,29 @@ pub struct RunState {
     pub best: Option<f64>,
 }
 
-/// Evaluation results, fractions in [0, 1].
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EvalResult {
-    /// Top-1 accuracy.
-    pub top1: f64,
-    /// Top-5 accuracy (top-k with k = min(5, classes)).
-    pub top5: f64,
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// Accuracy of each class.
-    pub per_class: Vec<f64>,
-    /// `confusion[true][predicted]` counts.
-    pub confusion: Vec<Vec<usize>>,
+/// One evaluation: its metrics by the names `metrics.jsonl` uses (fractions in [0, 1]) and the
+/// line printed for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// `top1`, `top5`, `loss` for classification; `mIoU`, `aAcc`, `mAcc`, `loss` for
+    /// segmentation.
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// A one-line summary for the terminal.
+    pub line: String,
+}
+
+impl Evaluation {
+    /// The metric called `name`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).and_then(serde_json::Value::as_f64)
+    }
+
+    /// The value `best` maximises for `metric` (a loss counts negated).
+    fn score(&self, metric: BestMetric) -> f64 {
+        let name = serde_json::to_value(metric).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let value = self.metric(&name).unwrap_or(f64::NEG_INFINITY);
+        if metric == BestMetric::Loss { -value } else { value }
+    }
 }
 
 /// The result of a run.
@@ -121,70 +131,142 @@ pub struct TrainSummary {
     /// The run directory.
     pub run_dir: PathBuf,
     /// Last evaluation, if the run reached one.
-    pub last_eval: Option<EvalResult>,
+    pub last_eval: Option<Evaluation>,
     /// Optimiser steps taken in total.
     pub steps: usize,
     /// Wall time of this invocation.
     pub seconds: f64,
 }
 
+/// A network the loop trains: its burn module, and how it is saved and grouped for the
+/// optimiser.
+pub trait Network {
+    /// The modules.
+    type Module: Module;
+    /// The modules, as trained.
+    fn module(&self) -> &Self::Module;
+    /// The modules, to replace after an optimiser step.
+    fn module_mut(&mut self) -> &mut Self::Module;
+    /// Writes `module` (this network's or its average) as a Kiln checkpoint that records what
+    /// this network is.
+    fn save_module(&self, module: &Self::Module, path: &Path) -> Result<(), ModelError>;
+    /// Reads a checkpoint [`save_module`](Self::save_module) wrote; `None` when it describes a
+    /// different network.
+    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Self::Module>, ModelError>;
+    /// The depth group of a parameter path (layer-wise lr decay, frozen backbone).
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal;
+}
+
+impl Network for LoadedModel {
+    type Module = kiln_models::Model;
+    fn module(&self) -> &Self::Module {
+        &self.model
+    }
+    fn module_mut(&mut self) -> &mut Self::Module {
+        &mut self.model
+    }
+    fn save_module(&self, module: &Self::Module, path: &Path) -> Result<(), ModelError> {
+        kiln_models::checkpoint::save_native(module, path, &self.name, &self.config.to_json())
+    }
+    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Self::Module>, ModelError> {
+        let restored = LoadedModel::from_native(path, device)?;
+        Ok((restored.config.to_json() == self.config.to_json()).then_some(restored.model))
+    }
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        self.config.layer_ordinal(path)
+    }
+}
+
+/// Where a loader is within an epoch.
+pub trait EpochCursor {
+    /// Epoch and next batch.
+    fn position(&self) -> LoaderPosition;
+    /// Batches not yet taken.
+    fn remaining(&self) -> usize;
+}
+
+/// What one kind of training brings to the loop: its data, the loss of a step, its evaluation.
+pub trait Task {
+    /// The network trained.
+    type Net: Network;
+    /// A training batch.
+    type Batch;
+    /// Names of the evaluation metrics, as `metrics.jsonl` and `metrics.csv` write them.
+    const METRICS: &'static [&'static str];
+    /// The training batches of one epoch.
+    type Epoch: Iterator<Item = Result<Self::Batch, DataError>> + EpochCursor;
+    /// Training batches per epoch.
+    fn batches_per_epoch(&self) -> usize;
+    /// The training batches from `position` on.
+    fn epoch(&self, position: LoaderPosition) -> Result<Self::Epoch, DataError>;
+    /// Examples in a batch.
+    fn batch_len(batch: &Self::Batch) -> usize;
+    /// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients
+    /// sum) and the gradients.
+    fn train_step(&self, module: &<Self::Net as Network>::Module, batch: &Self::Batch, accum: usize, device: &Device) -> (f32, GradientsParams);
+    /// Evaluates `module` on the validation data.
+    fn evaluate(&self, module: &<Self::Net as Network>::Module, device: &Device) -> Result<Evaluation, TrainError>;
+}
+
 /// Trains the experiment `cfg` into its run directory.
 pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let run_dir = cfg.output_dir().to_path_buf();
+    cfg.write_to_run_dir(&run_dir)?;
+    let device = crate::device(&cfg.experiment.train.device)?.autodiff();
+    device.seed(cfg.experiment.train.seed);
+    match cfg.experiment.task {
+        TaskName::Classification => {
+            let (task, net) = crate::classify::Classification::build(cfg, &device, opts.quiet)?;
+            run(cfg, opts, &task, net, &device)
+        }
+        TaskName::Segmentation => crate::segment::train(cfg, opts, &device),
+    }
+}
+
+/// The loop: steps, accumulation, EMA, evaluations, checkpoints and logs, for any task.
+fn run<T: Task>(cfg: &ResolvedConfig, opts: &TrainOptions, task: &T, mut net: T::Net, device: &Device) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     let exp = &cfg.experiment;
     let run_dir = cfg.output_dir().to_path_buf();
     let last_dir = run_dir.join("checkpoints").join("last");
-    cfg.write_to_run_dir(&run_dir)?;
-
-    let device = crate::device(&exp.train.device)?.autodiff();
-    device.seed(exp.train.seed);
-    let data = data::build(cfg)?;
     let accum = exp.train.accum_steps.max(1);
-    let steps_per_epoch = data.train.batches_per_epoch() / accum;
-    let schedule = LrSchedule::new(&exp.schedule, cfg.lr(), steps_per_epoch.max(1));
+    let steps_per_epoch = (task.batches_per_epoch() / accum).max(1);
+    let schedule = LrSchedule::new(&exp.schedule, cfg.lr(), steps_per_epoch);
+    // an iteration-based run cycles through the data as often as its length needs
+    let (total_steps, epochs) = match exp.schedule.iters {
+        Some(iters) => (iters, iters.div_ceil(steps_per_epoch)),
+        None => (exp.schedule.epochs * steps_per_epoch, exp.schedule.epochs),
+    };
+    let by_iters = |interval: Option<usize>, step: usize| interval.is_some_and(|i| step % i.max(1) == 0);
 
-    // the head follows the data unless the experiment sets the class count itself
-    let mut model_config = cfg.model.clone();
-    let classes = data.classes.len();
-    if model_config.num_classes() != classes {
-        if let Some(origin) = cfg.origin("model.num_classes") {
-            return Err(TrainError::Data(DataError::InvalidData(format!(
-                "model.num_classes = {} (set at {origin}) but the training data has {classes} classes",
-                model_config.num_classes()
-            ))));
-        }
-        model_config.set_num_classes(classes);
-    }
-    let mut model = LoadedModel::build(&exp.model.name, model_config, &device)?;
-    if let Some(weights) = &exp.model.pretrained {
-        let report = model.load_weights(weights)?;
-        if !opts.quiet {
-            eprintln!(
-                "loaded {} tensors from {}{}",
-                report.loaded,
-                weights.display(),
-                if report.head_reinitialized { " (new classifier head)" } else { "" }
-            );
-        }
-    }
     let mut state = RunState::default();
-    let mut ema = exp.train.ema.then(|| Ema::new(&model.model, exp.train.ema_decay));
-    let resumed_from = if opts.resume { Some(load_checkpoint(&last_dir, &mut model, &mut state, &mut ema, &device)?) } else { None };
-    let plan = ParamPlan::new(exp, &model);
-    model.model = plan.freeze(model.model);
+    let mut ema = exp.train.ema.then(|| Ema::new(net.module(), exp.train.ema_decay));
+    let resumed_from = if opts.resume { Some(load_checkpoint(&last_dir, &mut net, &mut state, &mut ema, device)?) } else { None };
+    let plan = ParamPlan::new(exp, &net);
+    *net.module_mut() = plan.freeze(net.module().clone());
     let mut optim = optimizer(exp, &plan);
     if let Some(dir) = resumed_from {
         let path = dir.join("optimizer.bin");
         optim = optim.load(&path).map_err(|e| TrainError::Resume { path, reason: format!("optimizer state: {e:?}") })?;
     }
-    let mut log = MetricsLog::open(&run_dir, opts.resume)?;
+    let mut log = MetricsLog::open(&run_dir, opts.resume, T::METRICS)?;
     let mut last_eval = None;
+    let mut validate = |net: &T::Net, ema: Option<&Ema<<T::Net as Network>::Module>>, state: &mut RunState, log: &mut MetricsLog, epoch: usize| {
+        evaluate_and_log(task, net, ema, exp, state, log, epoch, device).map(|(eval, is_best)| {
+            if !opts.quiet {
+                eprintln!("epoch {}, step {}: {}  ({:.0} s)", epoch + 1, state.step, eval.line, started.elapsed().as_secs_f64());
+            }
+            last_eval = Some(eval);
+            is_best
+        })
+    };
 
-    'epochs: while state.epoch < exp.schedule.epochs {
+    'epochs: while state.epoch < epochs && state.step < total_steps {
         let epoch = state.epoch;
-        let mut batches = data.train.resume(LoaderPosition { epoch, next_batch: state.next_batch })?;
-        let bar = progress(opts.quiet, batches.len() as u64, epoch, exp.schedule.epochs);
-        let mut accumulator = GradientsAccumulator::<Model>::new();
+        let mut batches = task.epoch(LoaderPosition { epoch, next_batch: state.next_batch })?;
+        let bar = progress(opts.quiet, (batches.remaining() + state.next_batch) as u64, epoch, epochs);
+        bar.set_position(state.next_batch as u64);
+        let mut accumulator = GradientsAccumulator::<<T::Net as Network>::Module>::new();
         let mut pending = 0;
         let mut window = (Instant::now(), 0usize);
         while let Some(batch) = batches.next() {
@@ -192,163 +274,129 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             let lr = schedule.lr(state.step);
             // reseeded per step, so drop-path draws are the same after a resume
             device.seed(exp.train.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (state.step * accum + pending) as u64);
-            let (loss, grads) = train_step(&model.model, &batch, exp, data.classes.len(), accum, &device);
+            let (loss, grads) = task.train_step(net.module(), &batch, accum, device);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged { step: state.step, epoch, loss, last: last_dir.display().to_string() });
             }
-            accumulator.accumulate(&model.model, grads);
+            accumulator.accumulate(net.module(), grads);
             pending += 1;
-            window.1 += batch.len();
-            if pending == accum {
-                model.model = optim.step(plan.learning_rates(lr), model.model, accumulator.grads());
-                if let Some(ema) = &mut ema {
-                    ema.update(&model.model);
-                }
-                pending = 0;
-                state.step += 1;
-                if state.step % exp.logging.interval_iters.max(1) == 0 {
-                    let images_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
-                    log.write(&serde_json::json!({
-                        "kind": "train", "epoch": epoch, "step": state.step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
-                    }))?;
-                    bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {images_per_s:.0} img/s"));
-                    window = (Instant::now(), 0);
-                }
-            }
+            window.1 += T::batch_len(&batch);
             bar.inc(1);
             let position = batches.position();
+            if pending < accum {
+                (state.epoch, state.next_batch) = (position.epoch, position.next_batch);
+                continue;
+            }
+            let module = net.module().clone();
+            *net.module_mut() = optim.step(plan.learning_rates(lr), module, accumulator.grads());
+            if let Some(ema) = &mut ema {
+                ema.update(net.module());
+            }
+            pending = 0;
+            state.step += 1;
             (state.epoch, state.next_batch) = (position.epoch, position.next_batch);
-            // a stop at the last batch of an epoch still evaluates it, below
-            if stop_requested(opts, &state) && pending == 0 && batches.len() > 0 {
+            if state.step % exp.logging.interval_iters.max(1) == 0 {
+                let images_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
+                log.write(&serde_json::json!({
+                    "kind": "train", "epoch": epoch, "step": state.step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
+                }))?;
+                bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {images_per_s:.0} img/s"));
+                window = (Instant::now(), 0);
+            }
+            let mid_epoch = batches.remaining() > 0;
+            if exp.schedule.iters.is_some() && mid_epoch {
+                // iteration-based: evaluations and checkpoints by step; the epoch's end below
+                // handles the step that ends an epoch
+                let finished = state.step >= total_steps;
+                let stopping = stop_requested(opts, &state);
+                let is_best = if by_iters(exp.eval.interval_iters, state.step) || finished {
+                    bar.suspend(|| validate(&net, ema.as_ref(), &mut state, &mut log, epoch))?
+                } else {
+                    false
+                };
+                if by_iters(exp.checkpoint.interval_iters, state.step) || finished || stopping {
+                    save_checkpoint(&last_dir, &net, ema.as_ref(), &optim, &state)?;
+                }
+                if is_best {
+                    save_checkpoint(&run_dir.join("checkpoints").join("best"), &net, ema.as_ref(), &optim, &state)?;
+                }
+                if finished || stopping {
+                    bar.finish_and_clear();
+                    break 'epochs;
+                }
+            } else if stop_requested(opts, &state) && mid_epoch {
                 bar.finish_and_clear();
-                save_checkpoint(&last_dir, &model, ema.as_ref(), &optim, &state)?;
+                save_checkpoint(&last_dir, &net, ema.as_ref(), &optim, &state)?;
                 break 'epochs;
             }
         }
         bar.finish_and_clear();
 
-        let (epochs_done, final_epoch) = (epoch + 1, epoch + 1 == exp.schedule.epochs);
+        let epochs_done = epoch + 1;
+        let finished = epochs_done == epochs || state.step >= total_steps;
         let stopping = stop_requested(opts, &state);
-        let mut is_best = false;
-        if epochs_done % exp.eval.interval_epochs.max(1) == 0 || final_epoch || stopping {
-            let eval = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
-            let mut record = serde_json::json!({
-                "kind": "eval", "epoch": epoch, "step": state.step, "top1": eval.top1, "top5": eval.top5, "loss": eval.loss,
-            });
-            let mut line = format!("top-1 {:.2}%  top-5 {:.2}%  val loss {:.4}", 100.0 * eval.top1, 100.0 * eval.top5, eval.loss);
-            // timm keeps the best checkpoint by the EMA's metric when the EMA is evaluated
-            let mut decisive = eval.clone();
-            if let Some(ema) = ema.as_ref().filter(|_| exp.eval.ema) {
-                let ema_eval = evaluate(&ema.model, &data.val, data.classes.len(), &device)?;
-                record["top1_ema"] = ema_eval.top1.into();
-                record["top5_ema"] = ema_eval.top5.into();
-                record["loss_ema"] = ema_eval.loss.into();
-                line += &format!("  |  EMA top-1 {:.2}%  top-5 {:.2}%", 100.0 * ema_eval.top1, 100.0 * ema_eval.top5);
-                decisive = ema_eval;
-            }
-            log.write(&record)?;
-            if !opts.quiet {
-                eprintln!("epoch {epochs_done}/{}: {line}  ({:.0} s)", exp.schedule.epochs, started.elapsed().as_secs_f64());
-            }
-            let score = match exp.checkpoint.keep_best_by.unwrap_or(BestMetric::Top1) {
-                BestMetric::Top5 => decisive.top5,
-                BestMetric::Loss => -decisive.loss,
-                _ => decisive.top1,
-            };
-            is_best = state.best.is_none_or(|best| score > best);
-            if is_best {
-                state.best = Some(score);
-            }
-            last_eval = Some(eval);
-        }
+        let (eval_due, checkpoint_due) = match exp.schedule.iters {
+            Some(_) => (by_iters(exp.eval.interval_iters, state.step), by_iters(exp.checkpoint.interval_iters, state.step)),
+            None => (epochs_done % exp.eval.interval_epochs.max(1) == 0, epochs_done % exp.checkpoint.interval_epochs.max(1) == 0),
+        };
+        let is_best = if eval_due || finished || stopping { validate(&net, ema.as_ref(), &mut state, &mut log, epoch)? } else { false };
         if exp.logging.plots {
             log.plot(&run_dir)?;
         }
-        if epochs_done % exp.checkpoint.interval_epochs.max(1) == 0 || final_epoch || stopping {
-            save_checkpoint(&last_dir, &model, ema.as_ref(), &optim, &state)?;
+        if checkpoint_due || finished || stopping {
+            save_checkpoint(&last_dir, &net, ema.as_ref(), &optim, &state)?;
         }
         if is_best {
-            save_checkpoint(&run_dir.join("checkpoints").join("best"), &model, ema.as_ref(), &optim, &state)?;
+            save_checkpoint(&run_dir.join("checkpoints").join("best"), &net, ema.as_ref(), &optim, &state)?;
         }
         if stopping {
             break;
         }
     }
+    if exp.logging.plots {
+        log.plot(&run_dir)?;
+    }
     Ok(TrainSummary { run_dir, last_eval, steps: state.step, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Evaluates the network (and its EMA, with `eval.ema`), writes the record, and updates the
+/// best score; returns the evaluation and whether it is the best so far. timm keeps the best
+/// checkpoint by the EMA's metric when the EMA is evaluated.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_and_log<T: Task>(
+    task: &T,
+    net: &T::Net,
+    ema: Option<&Ema<<T::Net as Network>::Module>>,
+    exp: &ExperimentConfig,
+    state: &mut RunState,
+    log: &mut MetricsLog,
+    epoch: usize,
+    device: &Device,
+) -> Result<(Evaluation, bool), TrainError> {
+    let eval = task.evaluate(net.module(), device)?;
+    let mut record = serde_json::json!({ "kind": "eval", "epoch": epoch, "step": state.step });
+    record.as_object_mut().expect("an object").extend(eval.metrics.clone());
+    let mut shown = eval.clone();
+    let mut decisive = eval.clone();
+    if let Some(ema) = ema.filter(|_| exp.eval.ema) {
+        let ema_eval = task.evaluate(&ema.model, device)?;
+        for (name, value) in &ema_eval.metrics {
+            record[format!("{name}_ema")] = value.clone();
+        }
+        shown.line += &format!("  |  EMA {}", ema_eval.line);
+        decisive = ema_eval;
+    }
+    log.write(&record)?;
+    let score = decisive.score(exp.checkpoint.keep_best_by.unwrap_or(BestMetric::Top1));
+    let is_best = state.best.is_none_or(|best| score > best);
+    if is_best {
+        state.best = Some(score);
+    }
+    Ok((shown, is_best))
 }
 
 fn stop_requested(opts: &TrainOptions, state: &RunState) -> bool {
     opts.max_steps.is_some_and(|max| state.step >= max)
-}
-
-/// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients sum)
-/// against the batch's soft targets (Mixup/CutMix) or label-smoothed one-hot targets.
-pub fn train_step(
-    model: &Model,
-    batch: &Batch,
-    exp: &ExperimentConfig,
-    num_classes: usize,
-    accum: usize,
-    device: &Device,
-) -> (f32, GradientsParams) {
-    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
-    let targets = batch
-        .soft_targets
-        .clone()
-        .unwrap_or_else(|| kiln_data::mixup_target(&batch.labels, num_classes, 1.0, exp.augmentation.label_smoothing));
-    let targets = Tensor::<2>::from_data(TensorData::new(targets, [batch.len(), num_classes]), device);
-    let loss = soft_cross_entropy(model.forward(x), targets).div_scalar(accum as f64);
-    let value = loss.clone().into_scalar::<f32>() * accum as f32;
-    let grads = GradientsParams::from_grads(loss.backward(), model);
-    (value, grads)
-}
-
-/// timm's `SoftTargetCrossEntropy`: `mean_b(−Σ_c t_bc · log softmax(z)_bc)`.
-///
-/// # Shapes
-/// - `logits`, `targets`: `[batch, classes]` -> `[1]`
-pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
-    (targets * log_softmax(logits, 1)).sum_dim(1).mean().neg()
-}
-
-/// Top-1/top-5 accuracy, loss, per-class accuracy and confusion matrix over `loader`.
-pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: &Device) -> Result<EvalResult, DataError> {
-    let model = model.valid();
-    let device = device.clone().inner();
-    let k = num_classes.min(5);
-    let (mut top1, mut topk, mut total, mut loss_sum) = (0usize, 0usize, 0usize, 0f64);
-    let mut confusion = vec![vec![0usize; num_classes]; num_classes];
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &device);
-        let logits = model.forward(x);
-        let log_probs = log_softmax(logits, 1).into_data().try_to_vec::<f32>().expect("f32 logits");
-        for (row, &label) in log_probs.chunks(num_classes).zip(&batch.labels) {
-            let mut order: Vec<usize> = (0..num_classes).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            top1 += (order[0] == label) as usize;
-            topk += order[..k].contains(&label) as usize;
-            confusion[label][order[0]] += 1;
-            loss_sum -= row[label] as f64;
-            total += 1;
-        }
-    }
-    let per_class = confusion
-        .iter()
-        .enumerate()
-        .map(|(c, row)| {
-            let n: usize = row.iter().sum();
-            if n == 0 { 0.0 } else { row[c] as f64 / n as f64 }
-        })
-        .collect();
-    let total_f = total.max(1) as f64;
-    Ok(EvalResult {
-        top1: top1 as f64 / total_f,
-        top5: topk as f64 / total_f,
-        loss: loss_sum / total_f,
-        per_class,
-        confusion,
-    })
 }
 
 /// How the optimiser treats each parameter, by [`ParamId`]: burn's optimiser matches groups
@@ -359,15 +407,15 @@ struct ParamPlan {
     no_decay: Vec<ParamId>,
     /// Layer-wise lr decay: the parameters whose lr is scaled, grouped by their multiplier.
     lr_scales: Vec<(ParamGroup, f64)>,
-    /// Everything outside the classifier head, with `model.freeze_backbone`.
+    /// Everything outside the head (classifier or decode heads), with `model.freeze_backbone`.
     frozen: HashSet<ParamId>,
 }
 
 impl ParamPlan {
-    fn new(exp: &ExperimentConfig, model: &LoadedModel) -> Self {
+    fn new<N: Network>(exp: &ExperimentConfig, net: &N) -> Self {
         // learnable parameters only: BatchNorm's running statistics are buffers
-        let params: Vec<(ParamId, String, usize)> = model
-            .model
+        let params: Vec<(ParamId, String, usize)> = net
+            .module()
             .collect(None, None, true)
             .into_iter()
             .filter(|t| !kiln_models::backbone::is_buffer_field(t.name.rsplit('.').next().unwrap_or_default()))
@@ -381,7 +429,10 @@ impl ParamPlan {
         let names: Vec<String> = params.iter().map(|(_, name, _)| name.clone()).collect();
         let mut by_scale: Vec<(f64, Vec<ParamId>)> = Vec::new();
         if let Some(decay) = exp.optim.layer_decay {
-            for ((id, _, _), scale) in params.iter().zip(model.config.layer_decay_scales(&names, decay)) {
+            let (ids, count) = kiln_models::layer_ids(&names, |p| net.layer_ordinal(p));
+            // timm's param_groups_layer_decay: decay^(deepest id − id), the head unscaled
+            let scales = ids.into_iter().map(|id| decay.powi((count - 1 - id) as i32));
+            for ((id, _, _), scale) in params.iter().zip(scales) {
                 match by_scale.iter_mut().find(|(s, _)| *s == scale) {
                     Some((_, ids)) => ids.push(*id),
                     None => by_scale.push((scale, vec![*id])),
@@ -390,7 +441,7 @@ impl ParamPlan {
         }
         let lr_scales = by_scale.into_iter().filter(|(scale, _)| *scale != 1.0).map(|(scale, ids)| (ParamGroup::from_ids(ids), scale)).collect();
         let frozen = if exp.model.freeze_backbone {
-            params.iter().filter(|(_, name, _)| model.config.layer_ordinal(name) != LayerOrdinal::Head).map(|(id, _, _)| *id).collect()
+            params.iter().filter(|(_, name, _)| net.layer_ordinal(name) != LayerOrdinal::Head).map(|(id, _, _)| *id).collect()
         } else {
             HashSet::new()
         };
@@ -404,7 +455,7 @@ impl ParamPlan {
 
     /// Stops gradients at the frozen parameters: they get none, so the optimiser (weight decay
     /// included) leaves them as they are.
-    fn freeze(&self, model: Model) -> Model {
+    fn freeze<M: Module>(&self, model: M) -> M {
         struct Freeze<'a>(&'a HashSet<ParamId>);
         impl ModuleMapper for Freeze<'_> {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -457,17 +508,23 @@ fn optimizer(exp: &ExperimentConfig, plan: &ParamPlan) -> ModuleOptimizer {
 /// Writes model, EMA, optimiser and run state into `dir` whole or not at all: everything goes
 /// to a sibling `*.partial` directory first, which then replaces `dir` by renames, so an
 /// interruption leaves the previous checkpoint (or, mid-swap, `*.previous`) intact.
-fn save_checkpoint(dir: &Path, model: &LoadedModel, ema: Option<&Ema>, optim: &ModuleOptimizer, state: &RunState) -> Result<(), TrainError> {
+fn save_checkpoint<N: Network>(
+    dir: &Path,
+    net: &N,
+    ema: Option<&Ema<N::Module>>,
+    optim: &ModuleOptimizer,
+    state: &RunState,
+) -> Result<(), TrainError> {
     // burn folds the last training forward's BatchNorm statistics in lazily; a validation
     // snapshot applies them, so the checkpoint holds them
-    let _ = model.model.valid();
+    let _ = net.module().valid();
     let partial = dir.with_extension("partial");
     let previous = dir.with_extension("previous");
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(io(&partial))?;
-    model.save(&partial.join("model.bpk"))?;
+    net.save_module(net.module(), &partial.join("model.bpk"))?;
     if let Some(ema) = ema {
-        kiln_models::checkpoint::save_native(&ema.model, &partial.join("ema.bpk"), &model.name, &model.config.to_json())?;
+        net.save_module(&ema.model, &partial.join("ema.bpk"))?;
     }
     let optim_path = partial.join("optimizer.bin");
     optim.save(&optim_path).map_err(|e| TrainError::Io { path: optim_path.clone(), reason: format!("{e:?}") })?;
@@ -485,11 +542,11 @@ fn save_checkpoint(dir: &Path, model: &LoadedModel, ema: Option<&Ema>, optim: &M
 /// Reads the model, EMA and run state [`save_checkpoint`] wrote (falling back to `*.previous`
 /// if a swap was cut short) and returns the directory, whose optimiser state is loaded once
 /// the optimiser is built for the restored parameters.
-fn load_checkpoint(
+fn load_checkpoint<N: Network>(
     dir: &Path,
-    model: &mut LoadedModel,
+    net: &mut N,
     state: &mut RunState,
-    ema: &mut Option<Ema>,
+    ema: &mut Option<Ema<N::Module>>,
     device: &Device,
 ) -> Result<PathBuf, TrainError> {
     let previous = dir.with_extension("previous");
@@ -498,17 +555,15 @@ fn load_checkpoint(
     if !dir.exists() {
         return Err(fail("no checkpoint there; run without --resume to start".into()));
     }
-    let restored = LoadedModel::from_native(&dir.join("model.bpk"), device)?;
-    if restored.config.to_json() != model.config.to_json() {
-        return Err(fail("the checkpoint's model configuration differs from the experiment's".into()));
-    }
-    *model = restored;
+    let differs = || fail("the checkpoint's model configuration differs from the experiment's".into());
+    *net.module_mut() = net.load_module(&dir.join("model.bpk"), device)?.ok_or_else(differs)?;
     if let Some(ema) = ema {
         let path = dir.join("ema.bpk");
         if !path.exists() {
             return Err(fail("train.ema is on but the checkpoint has no ema.bpk (it was saved without EMA)".into()));
         }
-        *ema = Ema::resume(LoadedModel::from_native(&path, &device.clone().inner())?.model, ema.decay());
+        let averaged = net.load_module(&path, &device.clone().inner())?.ok_or_else(differs)?;
+        *ema = Ema::resume(averaged, ema.decay());
     }
     let text = fs::read_to_string(dir.join("state.json")).map_err(|e| fail(e.to_string()))?;
     *state = serde_json::from_str(&text).map_err(|e| fail(format!("state.json: {e}")))?;
@@ -522,12 +577,16 @@ struct MetricsLog {
     jsonl_path: PathBuf,
     /// Every record of the run so far (a resumed run reads the earlier ones back), for the plots.
     records: Vec<serde_json::Value>,
+    columns: Vec<&'static str>,
 }
 
-const CSV_COLUMNS: [&str; 9] = ["kind", "epoch", "step", "loss", "lr", "images_per_s", "top1", "top5", "time"];
+/// `metrics.csv` columns before the task's own metrics, and after them.
+const CSV_LEADING: [&str; 6] = ["kind", "epoch", "step", "loss", "lr", "images_per_s"];
+const CSV_TRAILING: [&str; 1] = ["time"];
 
 impl MetricsLog {
-    fn open(run_dir: &Path, append: bool) -> Result<Self, TrainError> {
+    fn open(run_dir: &Path, append: bool, metrics: &[&'static str]) -> Result<Self, TrainError> {
+        let columns: Vec<&'static str> = CSV_LEADING.iter().chain(metrics).chain(&CSV_TRAILING).copied().collect();
         let open = |name: &str| -> Result<(File, bool), TrainError> {
             let path = run_dir.join(name);
             let existed = append && path.exists();
@@ -544,9 +603,9 @@ impl MetricsLog {
         let (jsonl, _) = open("metrics.jsonl")?;
         let (mut csv, existed) = open("metrics.csv")?;
         if !existed {
-            writeln!(csv, "{}", CSV_COLUMNS.join(",")).map_err(io(&run_dir.join("metrics.csv")))?;
+            writeln!(csv, "{}", columns.join(",")).map_err(io(&run_dir.join("metrics.csv")))?;
         }
-        Ok(MetricsLog { jsonl, csv, jsonl_path, records })
+        Ok(MetricsLog { jsonl, csv, jsonl_path, records, columns })
     }
 
     fn write(&mut self, record: &serde_json::Value) -> Result<(), TrainError> {
@@ -554,7 +613,8 @@ impl MetricsLog {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         record["time"] = now.into();
         writeln!(self.jsonl, "{record}").map_err(io(&self.jsonl_path))?;
-        let cells: Vec<String> = CSV_COLUMNS
+        let cells: Vec<String> = self
+            .columns
             .iter()
             .map(|c| match &record[*c] {
                 serde_json::Value::Null => String::new(),
@@ -587,62 +647,11 @@ fn progress(quiet: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
     bar
 }
 
-/// Evaluates weights (a Kiln checkpoint or a foreign state dict) on the experiment's validation
-/// split, the way training evaluates: `kiln eval`.
-pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalResult, Vec<String>), TrainError> {
-    let device = crate::device(&cfg.experiment.train.device)?;
-    let data = data::build(cfg)?;
-    let mut model = if kiln_models::checkpoint::native_metadata(weights).is_some() {
-        LoadedModel::from_native(weights, &device)?
-    } else {
-        let mut config = cfg.model.clone();
-        config.set_num_classes(data.classes.len());
-        let mut model = LoadedModel::build(&cfg.experiment.model.name, config, &device)?;
-        let report = model.load_weights(weights)?;
-        if report.head_reinitialized {
-            return Err(TrainError::Data(DataError::InvalidData(format!(
-                "the classifier in {} is not for the {} classes of the validation data",
-                weights.display(),
-                data.classes.len()
-            ))));
-        }
-        model
-    };
-    if model.config.num_classes() != data.classes.len() {
-        return Err(TrainError::Data(DataError::InvalidData(format!(
-            "{} predicts {} classes but the validation data has {}",
-            weights.display(),
-            model.config.num_classes(),
-            data.classes.len()
-        ))));
-    }
-    model.model = model.model.valid();
-    let result = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
-    Ok((result, data.classes))
-}
-
-/// The confusion matrix as a PNG: one `cell × cell` square per (true row, predicted column),
-/// darker for a larger share of the row.
-pub fn write_confusion_png(confusion: &[Vec<usize>], path: &Path) -> Result<(), TrainError> {
-    let n = confusion.len().max(1);
-    let cell = (512 / n).clamp(4, 48) as u32;
-    let side = cell * n as u32;
-    let image = image::GrayImage::from_fn(side, side, |x, y| {
-        let (row, col) = ((y / cell) as usize, (x / cell) as usize);
-        let total: usize = confusion[row].iter().sum();
-        let share = if total == 0 { 0.0 } else { confusion[row][col] as f64 / total as f64 };
-        image::Luma([(255.0 * (1.0 - share)).round() as u8])
-    });
-    let partial = path.with_extension("png.partial");
-    image.save_with_format(&partial, image::ImageFormat::Png).map_err(|e| TrainError::Io { path: partial.clone(), reason: e.to_string() })?;
-    fs::rename(&partial, path).map_err(io(path))
-}
-
 #[cfg(test)]
 mod tests {
     use burn::store::bridge;
-    use kiln_models::ModelConfig;
     use kiln_models::swin::SwinConfig;
+    use kiln_models::{Backbone, Model, ModelConfig};
 
     use super::*;
 

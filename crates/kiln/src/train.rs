@@ -39,14 +39,9 @@ pub fn run(args: Args) -> Result<()> {
     let options = TrainOptions { resume: args.resume, max_steps: args.max_steps, quiet: false };
     let summary = train(&resolved, &options)?;
     match &summary.last_eval {
-        Some(eval) => println!(
-            "done: {} steps in {:.0} s; top-1 {:.2}%, top-5 {:.2}%; run in {}",
-            summary.steps,
-            summary.seconds,
-            100.0 * eval.top1,
-            100.0 * eval.top5,
-            summary.run_dir.display()
-        ),
+        Some(eval) => {
+            println!("done: {} steps in {:.0} s; {}; run in {}", summary.steps, summary.seconds, eval.line, summary.run_dir.display())
+        }
         None => println!("stopped after {} steps; resume with --resume; run in {}", summary.steps, summary.run_dir.display()),
     }
     Ok(())

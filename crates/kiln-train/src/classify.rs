@@ -1,0 +1,231 @@
+//! Classification: one label per image, (soft-target) cross-entropy, top-1/top-5 accuracy. The
+//! [`Task`] the shared loop ([`crate::train`]) runs for `task = "classification"`, and `kiln
+//! eval` of a classifier.
+
+use std::fs;
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use kiln_data::{Batch, DataError, DataLoader, EpochBatches, LoaderPosition};
+use kiln_models::{Backbone, LoadedModel, Model};
+use burn::optim::GradientsParams;
+use serde::Serialize;
+
+use crate::config::ResolvedConfig;
+use crate::config::schema::ExperimentConfig;
+use crate::data::{self, ClassificationData};
+use crate::train::{EpochCursor, Evaluation, Task, TrainError, io};
+
+/// The loaders and the label-smoothing of a classification run.
+pub struct Classification {
+    data: ClassificationData,
+    exp: ExperimentConfig,
+}
+
+impl Classification {
+    /// The experiment's data and its classifier: the head follows the data unless the
+    /// experiment sets the class count itself; `model.pretrained` is loaded.
+    pub fn build(cfg: &ResolvedConfig, device: &Device, quiet: bool) -> Result<(Self, LoadedModel), TrainError> {
+        let exp = &cfg.experiment;
+        let data = data::build(cfg)?;
+        let mut model_config = cfg.model.clone();
+        let classes = data.classes.len();
+        if model_config.num_classes() != classes {
+            if let Some(origin) = cfg.origin("model.num_classes") {
+                return Err(TrainError::Data(DataError::InvalidData(format!(
+                    "model.num_classes = {} (set at {origin}) but the training data has {classes} classes",
+                    model_config.num_classes()
+                ))));
+            }
+            model_config.set_num_classes(classes);
+        }
+        let mut model = LoadedModel::build(&exp.model.name, model_config, device)?;
+        if let Some(weights) = &exp.model.pretrained {
+            let report = model.load_weights(weights)?;
+            if !quiet {
+                eprintln!(
+                    "loaded {} tensors from {}{}",
+                    report.loaded,
+                    weights.display(),
+                    if report.head_reinitialized { " (new classifier head)" } else { "" }
+                );
+            }
+        }
+        Ok((Self { data, exp: exp.clone() }, model))
+    }
+}
+
+impl EpochCursor for EpochBatches {
+    fn position(&self) -> LoaderPosition {
+        EpochBatches::position(self)
+    }
+    fn remaining(&self) -> usize {
+        EpochBatches::remaining(self)
+    }
+}
+
+impl Task for Classification {
+    type Net = LoadedModel;
+    type Batch = Batch;
+    type Epoch = EpochBatches;
+    const METRICS: &'static [&'static str] = &["top1", "top5"];
+
+    fn batches_per_epoch(&self) -> usize {
+        self.data.train.batches_per_epoch()
+    }
+    fn epoch(&self, position: LoaderPosition) -> Result<EpochBatches, DataError> {
+        self.data.train.resume(position)
+    }
+    fn batch_len(batch: &Batch) -> usize {
+        batch.len()
+    }
+    fn train_step(&self, module: &Model, batch: &Batch, accum: usize, device: &Device) -> (f32, GradientsParams) {
+        train_step(module, batch, &self.exp, self.data.classes.len(), accum, device)
+    }
+    fn evaluate(&self, module: &Model, device: &Device) -> Result<Evaluation, TrainError> {
+        let eval = evaluate(module, &self.data.val, self.data.classes.len(), device)?;
+        let metrics = serde_json::json!({ "top1": eval.top1, "top5": eval.top5, "loss": eval.loss });
+        Ok(Evaluation {
+            metrics: metrics.as_object().expect("an object").clone(),
+            line: format!("top-1 {:.2}%  top-5 {:.2}%  val loss {:.4}", 100.0 * eval.top1, 100.0 * eval.top5, eval.loss),
+        })
+    }
+}
+
+/// Evaluation results, fractions in [0, 1].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalResult {
+    /// Top-1 accuracy.
+    pub top1: f64,
+    /// Top-5 accuracy (top-k with k = min(5, classes)).
+    pub top5: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Accuracy of each class.
+    pub per_class: Vec<f64>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients sum)
+/// against the batch's soft targets (Mixup/CutMix) or label-smoothed one-hot targets.
+pub fn train_step(
+    model: &Model,
+    batch: &Batch,
+    exp: &ExperimentConfig,
+    num_classes: usize,
+    accum: usize,
+    device: &Device,
+) -> (f32, GradientsParams) {
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
+    let targets = batch
+        .soft_targets
+        .clone()
+        .unwrap_or_else(|| kiln_data::mixup_target(&batch.labels, num_classes, 1.0, exp.augmentation.label_smoothing));
+    let targets = Tensor::<2>::from_data(TensorData::new(targets, [batch.len(), num_classes]), device);
+    let loss = soft_cross_entropy(model.forward(x), targets).div_scalar(accum as f64);
+    let value = loss.clone().into_scalar::<f32>() * accum as f32;
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (value, grads)
+}
+
+/// timm's `SoftTargetCrossEntropy`: `mean_b(−Σ_c t_bc · log softmax(z)_bc)`.
+///
+/// # Shapes
+/// - `logits`, `targets`: `[batch, classes]` -> `[1]`
+pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    (targets * log_softmax(logits, 1)).sum_dim(1).mean().neg()
+}
+
+/// Top-1/top-5 accuracy, loss, per-class accuracy and confusion matrix over `loader`.
+pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: &Device) -> Result<EvalResult, DataError> {
+    let model = model.valid();
+    let device = device.clone().inner();
+    let k = num_classes.min(5);
+    let (mut top1, mut topk, mut total, mut loss_sum) = (0usize, 0usize, 0usize, 0f64);
+    let mut confusion = vec![vec![0usize; num_classes]; num_classes];
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &device);
+        let logits = model.forward(x);
+        let log_probs = log_softmax(logits, 1).into_data().try_to_vec::<f32>().expect("f32 logits");
+        for (row, &label) in log_probs.chunks(num_classes).zip(&batch.labels) {
+            let mut order: Vec<usize> = (0..num_classes).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            top1 += (order[0] == label) as usize;
+            topk += order[..k].contains(&label) as usize;
+            confusion[label][order[0]] += 1;
+            loss_sum -= row[label] as f64;
+            total += 1;
+        }
+    }
+    let per_class = confusion
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
+            let n: usize = row.iter().sum();
+            if n == 0 { 0.0 } else { row[c] as f64 / n as f64 }
+        })
+        .collect();
+    let total_f = total.max(1) as f64;
+    Ok(EvalResult {
+        top1: top1 as f64 / total_f,
+        top5: topk as f64 / total_f,
+        loss: loss_sum / total_f,
+        per_class,
+        confusion,
+    })
+}
+
+/// Evaluates weights (a Kiln checkpoint or a foreign state dict) on the experiment's validation
+/// split, the way training evaluates: `kiln eval`.
+pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalResult, Vec<String>), TrainError> {
+    let device = crate::device(&cfg.experiment.train.device)?;
+    let data = data::build(cfg)?;
+    let mut model = if kiln_models::checkpoint::native_metadata(weights).is_some() {
+        LoadedModel::from_native(weights, &device)?
+    } else {
+        let mut config = cfg.model.clone();
+        config.set_num_classes(data.classes.len());
+        let mut model = LoadedModel::build(&cfg.experiment.model.name, config, &device)?;
+        let report = model.load_weights(weights)?;
+        if report.head_reinitialized {
+            return Err(TrainError::Data(DataError::InvalidData(format!(
+                "the classifier in {} is not for the {} classes of the validation data",
+                weights.display(),
+                data.classes.len()
+            ))));
+        }
+        model
+    };
+    if model.config.num_classes() != data.classes.len() {
+        return Err(TrainError::Data(DataError::InvalidData(format!(
+            "{} predicts {} classes but the validation data has {}",
+            weights.display(),
+            model.config.num_classes(),
+            data.classes.len()
+        ))));
+    }
+    model.model = model.model.valid();
+    let result = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
+    Ok((result, data.classes))
+}
+
+/// The confusion matrix as a PNG: one `cell × cell` square per (true row, predicted column),
+/// darker for a larger share of the row.
+pub fn write_confusion_png(confusion: &[Vec<usize>], path: &Path) -> Result<(), TrainError> {
+    let n = confusion.len().max(1);
+    let cell = (512 / n).clamp(4, 48) as u32;
+    let side = cell * n as u32;
+    let image = image::GrayImage::from_fn(side, side, |x, y| {
+        let (row, col) = ((y / cell) as usize, (x / cell) as usize);
+        let total: usize = confusion[row].iter().sum();
+        let share = if total == 0 { 0.0 } else { confusion[row][col] as f64 / total as f64 };
+        image::Luma([(255.0 * (1.0 - share)).round() as u8])
+    });
+    let partial = path.with_extension("png.partial");
+    image.save_with_format(&partial, image::ImageFormat::Png).map_err(|e| TrainError::Io { path: partial.clone(), reason: e.to_string() })?;
+    fs::rename(&partial, path).map_err(io(path))
+}
+
