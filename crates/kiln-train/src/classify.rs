@@ -56,7 +56,7 @@ impl Classification {
     }
 }
 
-impl EpochCursor for EpochBatches {
+impl<B: 'static> EpochCursor for EpochBatches<B> {
     fn position(&self) -> LoaderPosition {
         EpochBatches::position(self)
     }

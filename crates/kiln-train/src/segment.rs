@@ -1,11 +1,378 @@
-//! Semantic segmentation (in progress).
+//! Semantic segmentation: a decode head on any backbone, pixel cross-entropy with the ignore
+//! index, mIoU/aAcc/mAcc at the original resolution. The [`Task`] the shared loop
+//! ([`crate::train`]) runs for `task = "segmentation"`, and `kiln eval` of a segmenter.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use kiln_data::{
+    DataError, EpochBatches, IGNORE_INDEX, Interpolation, LoaderConfig, LoaderPosition, SegBatch, SegClasses, SegDataset,
+    SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig,
+};
+use kiln_models::segment::{AuxHeadConfig, HeadKind, LoadedSegmenter, Segmenter, SegmenterConfig};
+use kiln_models::{LayerOrdinal, LoadReport, ModelError, checkpoint};
+use serde::Serialize;
 
 use crate::config::ResolvedConfig;
-use crate::train::{TrainError, TrainOptions, TrainSummary};
+use crate::config::schema::{DecodeHeadName, TestMode};
+use crate::seg_inference::{InferenceMode, infer, infer_tta, resize_bilinear};
+use crate::seg_metrics::{SegConfusion, SegMetrics};
+use crate::train::{Evaluation, Network, Task, TrainError};
 
-/// Trains a segmentation experiment.
-pub fn train(_cfg: &ResolvedConfig, _opts: &TrainOptions, _device: &Device) -> Result<TrainSummary, TrainError> {
-    Err(TrainError::Data(kiln_data::DataError::InvalidData("segmentation training is not built yet".into())))
+/// The loaders, classes and loss/inference settings of a segmentation run.
+pub struct Segmentation {
+    train: SegLoader,
+    val: SegLoader,
+    /// Class names and display colours, by label.
+    pub classes: SegClasses,
+    aux_weight: f64,
+    inference: Inference,
+}
+
+/// How evaluation passes an image through the segmenter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    /// Whole image or sliding windows.
+    pub mode: InferenceMode,
+    /// Test-time scale factors; empty for one pass.
+    pub tta_scales: Vec<f64>,
+    /// Test-time mirror images.
+    pub tta_flip: bool,
+}
+
+/// A segmenter's evaluation: the metrics, the mean pixel loss and the confusion counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegEvalResult {
+    /// mIoU, aAcc, mAcc and their per-class parts.
+    #[serde(flatten)]
+    pub metrics: SegMetrics,
+    /// Mean cross-entropy over the labelled pixels at the original resolution.
+    pub loss: f64,
+    /// `[truth][predicted]` pixel counts.
+    #[serde(skip)]
+    pub confusion: SegConfusion,
+}
+
+impl Network for LoadedSegmenter {
+    type Module = Segmenter;
+    fn module(&self) -> &Segmenter {
+        &self.model
+    }
+    fn module_mut(&mut self) -> &mut Segmenter {
+        &mut self.model
+    }
+    fn save_module(&self, module: &Segmenter, path: &Path) -> Result<(), ModelError> {
+        checkpoint::save_native_kind(module, path, &self.name, &self.config.to_json(), checkpoint::KIND_SEGMENTER)
+    }
+    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Segmenter>, ModelError> {
+        let restored = LoadedSegmenter::from_native(path, device)?;
+        Ok((restored.config.to_json() == self.config.to_json()).then_some(restored.model))
+    }
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        self.config.layer_ordinal(path)
+    }
+}
+
+/// The class names and colours an experiment's data has: `data.classes_file`, else
+/// `<root>/classes.txt`, else ADE20K's 150.
+pub fn experiment_classes(cfg: &ResolvedConfig) -> Result<SegClasses, DataError> {
+    let data = &cfg.experiment.data;
+    let listed = data.classes_file.clone().or_else(|| data.root.as_ref().map(|r| r.join("classes.txt")).filter(|p| p.is_file()));
+    match listed {
+        Some(path) => SegClasses::read(path),
+        None => Ok(SegClasses::ade20k()),
+    }
+}
+
+/// The experiment's segmenter configuration for `num_classes` classes.
+pub fn segmenter_config(cfg: &ResolvedConfig, num_classes: usize) -> SegmenterConfig {
+    let seg = &cfg.experiment.segmentation;
+    let head = match seg.decode_head {
+        DecodeHeadName::Upernet => HeadKind::UperNet,
+        DecodeHeadName::Mlp => HeadKind::Mlp,
+    };
+    let aux = AuxHeadConfig::new()
+        .with_enabled(seg.aux_head)
+        .with_in_index(seg.aux_in_index)
+        .with_channels(seg.aux_channels)
+        .with_weight(seg.aux_weight);
+    SegmenterConfig::new(cfg.model.clone(), num_classes)
+        .with_head(head)
+        .with_channels(seg.channels)
+        .with_pool_scales(seg.pool_scales.clone())
+        .with_dropout(seg.dropout)
+        .with_aux(aux)
+}
+
+/// The evaluation settings of the experiment.
+pub fn experiment_inference(cfg: &ResolvedConfig) -> Inference {
+    let seg = &cfg.experiment.segmentation;
+    let mode = match seg.test_mode {
+        TestMode::Whole => InferenceMode::Whole,
+        TestMode::Slide => InferenceMode::Slide {
+            crop_size: seg.crop_size.expect("filled in by load").to_array(),
+            stride: seg.test_stride.expect("filled in by load").to_array(),
+        },
+    };
+    Inference { mode, tta_scales: seg.tta_scales.clone(), tta_flip: seg.tta_flip }
+}
+
+/// One split of the experiment's data set.
+fn open_split(cfg: &ResolvedConfig, classes: &SegClasses, split: &str, train: bool) -> Result<Arc<dyn SegDataset>, DataError> {
+    let data = &cfg.experiment.data;
+    let root = data.root.clone().ok_or_else(|| DataError::InvalidData("data.root is required for the ADE20K layout".into()))?;
+    let subset = match (train, &data.image_list, data.max_images, data.max_val_images) {
+        (true, Some(list), _, _) => SegSubset::ListFile(list.clone()),
+        (true, None, Some(count), _) => SegSubset::Random { count, seed: cfg.experiment.train.seed },
+        (false, _, _, Some(count)) => SegSubset::First(count),
+        _ => SegSubset::All,
+    };
+    let split = match split {
+        "training" => SegSplit::Training,
+        "validation" => SegSplit::Validation,
+        other => SegSplit::Other(other.to_string()),
+    };
+    let config = SegFolderConfig {
+        reduce_zero_label: data.reduce_zero_label.unwrap_or(true),
+        classes: classes.clone(),
+        subset,
+    };
+    Ok(Arc::new(SegFolder::open(&root, split, &config)?))
+}
+
+/// The joint pipeline of the experiment: training (`scale`) or evaluation (`test_scale`).
+fn transform_config(cfg: &ResolvedConfig, train: bool) -> SegTransformConfig {
+    let exp = &cfg.experiment;
+    let seg = &exp.segmentation;
+    let stats = |values: &Option<Vec<f64>>, default: [f64; 3]| -> [f32; 3] {
+        let v = values.clone().unwrap_or_else(|| default.to_vec());
+        let at = |i: usize| v.get(i).or(v.first()).copied().unwrap_or(0.0) as f32;
+        [at(0), at(1), at(2)]
+    };
+    SegTransformConfig {
+        crop_size: seg.crop_size.expect("filled in by load").to_array(),
+        scale: if train { seg.scale } else { seg.test_scale.expect("filled in by load") },
+        ratio_range: seg.ratio_range,
+        cat_max_ratio: seg.cat_max_ratio,
+        flip_prob: seg.flip_prob,
+        photometric: seg.photometric,
+        interpolation: Interpolation::Bilinear,
+        eval_size: None,
+        mean: stats(&exp.augmentation.mean, cfg.pretrained_cfg.mean),
+        std: stats(&exp.augmentation.std, cfg.pretrained_cfg.std),
+        channels: cfg.model.in_chans(),
+    }
+}
+
+/// The validation loader of an experiment (batch size `data.val_batch_size`).
+fn val_loader(cfg: &ResolvedConfig, classes: &SegClasses) -> Result<SegLoader, DataError> {
+    let data = &cfg.experiment.data;
+    let dataset = open_split(cfg, classes, data.val_split.as_deref().unwrap_or("validation"), false)?;
+    let transform = Arc::new(transform_config(cfg, false).build_eval()?);
+    let mut loader = LoaderConfig::eval(data.val_batch_size.max(1));
+    loader.workers = data.workers;
+    SegLoader::new(dataset, transform, loader)
+}
+
+impl Segmentation {
+    /// The experiment's data and segmenter; with `model.pretrained`, the backbone is initialised
+    /// from that classification checkpoint (or the whole model from a segmenter checkpoint) and
+    /// the report says what was loaded and what is new.
+    pub fn build(cfg: &ResolvedConfig, device: &Device, quiet: bool) -> Result<(Self, LoadedSegmenter), TrainError> {
+        let exp = &cfg.experiment;
+        let data = &exp.data;
+        let classes = experiment_classes(cfg)?;
+        if let (Some(origin), Some(n)) = (cfg.origin("model.num_classes"), exp.model.num_classes)
+            && n != classes.len()
+        {
+            return Err(TrainError::Data(DataError::InvalidData(format!(
+                "model.num_classes = {n} (set at {origin}) but the data set's class list has {} classes",
+                classes.len()
+            ))));
+        }
+        let train_set = open_split(cfg, &classes, data.train_split.as_deref().unwrap_or("training"), true)?;
+        let train_transform = Arc::new(transform_config(cfg, true).build_train()?);
+        let mut loader = LoaderConfig::train(data.batch_size, exp.train.seed);
+        loader.workers = data.workers;
+        let train = SegLoader::new(train_set, train_transform, loader)?;
+        let val = val_loader(cfg, &classes)?;
+
+        let mut net = LoadedSegmenter::build(&exp.model.name, segmenter_config(cfg, classes.len()), device)?;
+        if let Some(weights) = &exp.model.pretrained {
+            let report = net.load_backbone(weights)?;
+            if !quiet {
+                eprintln!("{}", describe_load(weights, &report));
+            }
+        }
+        let aux_weight = if exp.segmentation.aux_head { exp.segmentation.aux_weight } else { 0.0 };
+        Ok((Self { train, val, classes, aux_weight, inference: experiment_inference(cfg) }, net))
+    }
+}
+
+/// "loaded N tensors from W; new: decode_head (k tensors), ...; ignored: ..." for the terminal.
+pub fn describe_load(weights: &Path, report: &LoadReport) -> String {
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for key in &report.fresh {
+        let group = key.split('.').next().unwrap_or(key).to_string();
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((group, 1)),
+        }
+    }
+    let new: Vec<String> = groups.iter().map(|(g, n)| format!("{g}.* ({n} tensors)")).collect();
+    let mut line = format!("loaded {} tensors from {}", report.loaded, weights.display());
+    if !new.is_empty() {
+        line += &format!("; new: {}", new.join(", "));
+    }
+    if !report.ignored.is_empty() {
+        line += &format!("; ignored {} checkpoint tensors ({}, ...)", report.ignored.len(), report.ignored[0]);
+    }
+    if !report.resized.is_empty() {
+        line += &format!("; resized {} position tables", report.resized.len());
+    }
+    line
+}
+
+/// mmseg's `CrossEntropyLoss` with `ignore_index` and its default `avg_non_ignore=False`: the
+/// per-pixel loss (0 at ignored pixels) averaged over every pixel.
+///
+/// # Shapes
+/// - `logits`: `[batch, classes, H, W]`, `targets`: `[batch, H, W]` -> `[1]`
+pub fn pixel_cross_entropy(logits: Tensor<4>, targets: Tensor<3, Int>) -> Tensor<1> {
+    let [b, _, h, w] = logits.dims();
+    let (picked, labelled) = log_probs_at_labels(log_softmax(logits, 1), targets);
+    (picked * labelled).sum().div_scalar((b * h * w) as f64).neg()
+}
+
+/// Each pixel's log-probability of its label, and 1 where the pixel is labelled (0 where it
+/// is ignored).
+///
+/// # Shapes
+/// - `log_probs`: `[batch, classes, H, W]`, `targets`: `[batch, H, W]` -> two `[batch, H, W]`
+fn log_probs_at_labels(log_probs: Tensor<4>, targets: Tensor<3, Int>) -> (Tensor<3>, Tensor<3>) {
+    let ignored = targets.clone().equal_elem(IGNORE_INDEX as i64);
+    let labelled = ignored.clone().bool_not().float();
+    // any class stands in for the ignored label; its value is multiplied by 0
+    let safe = targets.mask_fill(ignored, 0);
+    (log_probs.gather(1, safe.unsqueeze_dim::<4>(1)).squeeze_dim::<3>(1), labelled)
+}
+
+impl Task for Segmentation {
+    type Net = LoadedSegmenter;
+    type Batch = SegBatch;
+    type Epoch = EpochBatches<SegBatch>;
+    const METRICS: &'static [&'static str] = &["mIoU", "aAcc", "mAcc"];
+
+    fn batches_per_epoch(&self) -> usize {
+        self.train.batches_per_epoch()
+    }
+    fn epoch(&self, position: LoaderPosition) -> Result<EpochBatches<SegBatch>, DataError> {
+        self.train.resume(position)
+    }
+    fn batch_len(batch: &SegBatch) -> usize {
+        batch.len()
+    }
+    fn train_step(&self, module: &Segmenter, batch: &SegBatch, accum: usize, device: &Device) -> (f32, GradientsParams) {
+        let loss = segmentation_loss(module, batch, self.aux_weight, device).div_scalar(accum as f64);
+        let value = loss.clone().into_scalar::<f32>() * accum as f32;
+        let grads = GradientsParams::from_grads(loss.backward(), module);
+        (value, grads)
+    }
+    fn evaluate(&self, module: &Segmenter, device: &Device) -> Result<Evaluation, TrainError> {
+        let eval = evaluate(module, &self.val, self.classes.len(), &self.inference, device)?;
+        let m = &eval.metrics;
+        let metrics = serde_json::json!({ "mIoU": m.miou, "aAcc": m.aacc, "mAcc": m.macc, "loss": eval.loss });
+        Ok(Evaluation {
+            metrics: metrics.as_object().expect("an object").clone(),
+            line: format!(
+                "mIoU {:.2}%  aAcc {:.2}%  mAcc {:.2}%  val loss {:.4}",
+                100.0 * m.miou,
+                100.0 * m.aacc,
+                100.0 * m.macc,
+                eval.loss
+            ),
+        })
+    }
+}
+
+/// `CE(logits) + aux_weight · CE(aux_logits)` of a training batch.
+pub fn segmentation_loss(module: &Segmenter, batch: &SegBatch, aux_weight: f64, device: &Device) -> Tensor<1> {
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(batch.masks.clone(), batch.mask_shape), device);
+    let out = module.forward_train(x);
+    let loss = pixel_cross_entropy(out.logits, targets.clone());
+    match out.aux_logits {
+        Some(aux) if aux_weight > 0.0 => loss + pixel_cross_entropy(aux, targets).mul_scalar(aux_weight),
+        _ => loss,
+    }
+}
+
+/// mIoU, aAcc, mAcc and the labelled-pixel loss over `loader`, predictions resized to each
+/// mask's (original) size.
+pub fn evaluate(
+    module: &Segmenter,
+    loader: &SegLoader,
+    num_classes: usize,
+    inference: &Inference,
+    device: &Device,
+) -> Result<SegEvalResult, DataError> {
+    let module = module.valid();
+    let device = device.clone().inner();
+    let mut confusion = SegConfusion::new(num_classes);
+    let (mut loss_sum, mut labelled_pixels) = (0f64, 0f64);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let [_, h, w] = batch.mask_shape;
+        let log_probs = predict_log_probs(&module, &batch, inference, [h, w], &device);
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(batch.masks.clone(), batch.mask_shape), &device);
+        let predicted = log_probs.clone().argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("class indices");
+        let predicted: Vec<usize> = predicted.into_iter().map(|p| p as usize).collect();
+        confusion.add(&predicted, &batch.masks, IGNORE_INDEX as i64);
+        let (picked, labelled) = log_probs_at_labels(log_probs, targets);
+        loss_sum -= (picked * labelled.clone()).sum().into_scalar::<f32>() as f64;
+        labelled_pixels += labelled.sum().into_scalar::<f32>() as f64;
+    }
+    Ok(SegEvalResult { metrics: confusion.metrics(), loss: loss_sum / labelled_pixels.max(1.0), confusion })
+}
+
+/// Class log-probabilities of a batch at `size` (the masks' size), by the inference settings.
+///
+/// # Shapes
+/// - returns `[batch, classes, size[0], size[1]]`
+pub fn predict_log_probs(module: &Segmenter, batch: &SegBatch, inference: &Inference, size: [usize; 2], device: &Device) -> Tensor<4> {
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
+    let network = |x: Tensor<4>| module.forward(x);
+    if inference.tta_scales.is_empty() && !inference.tta_flip {
+        log_softmax(resize_bilinear(infer(&network, x, inference.mode), size), 1)
+    } else {
+        let scales = if inference.tta_scales.is_empty() { vec![1.0] } else { inference.tta_scales.clone() };
+        resize_bilinear(infer_tta(&network, x, inference.mode, &scales, inference.tta_flip), size).clamp_min(1e-12).log()
+    }
+}
+
+/// Evaluates a Kiln segmenter checkpoint, or a segmenter initialised from another checkpoint,
+/// on the experiment's validation split: `kiln eval` of a segmentation experiment.
+pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(SegEvalResult, SegClasses), TrainError> {
+    let device = crate::device(&cfg.experiment.train.device)?;
+    let classes = experiment_classes(cfg)?;
+    let net = load_segmenter(weights, classes.len(), &device)?;
+    let val = val_loader(cfg, &classes)?;
+    let result = evaluate(&net.model, &val, classes.len(), &experiment_inference(cfg), &device)?;
+    Ok((result, classes))
+}
+
+/// A Kiln segmenter checkpoint for `num_classes` classes, checked.
+pub fn load_segmenter(weights: &Path, num_classes: usize, device: &Device) -> Result<LoadedSegmenter, TrainError> {
+    let net = LoadedSegmenter::from_native(weights, device)?;
+    if net.config.num_classes != num_classes {
+        return Err(TrainError::Data(DataError::InvalidData(format!(
+            "{} predicts {} classes but the data set has {num_classes}",
+            weights.display(),
+            net.config.num_classes
+        ))));
+    }
+    Ok(net)
 }

@@ -219,7 +219,10 @@ pub fn train(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSummary, 
             let (task, net) = crate::classify::Classification::build(cfg, &device, opts.quiet)?;
             run(cfg, opts, &task, net, &device)
         }
-        TaskName::Segmentation => crate::segment::train(cfg, opts, &device),
+        TaskName::Segmentation => {
+            let (task, net) = crate::segment::Segmentation::build(cfg, &device, opts.quiet)?;
+            run(cfg, opts, &task, net, &device)
+        }
     }
 }
 

@@ -218,6 +218,9 @@ pub struct DataSection {
     /// Segmentation: keep at most this many validation images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_val_images: Option<usize>,
+    /// Segmentation: validation images per batch. 1 (mmseg's) lets every image keep its own
+    /// size; more needs images of one size.
+    pub val_batch_size: usize,
     /// Decoding and augmentation threads (timm `-j`, default 4); 0 decodes on the training
     /// thread.
     pub workers: usize,
@@ -243,6 +246,7 @@ impl Default for DataSection {
             image_list: None,
             max_images: None,
             max_val_images: None,
+            val_batch_size: 1,
             workers: 4,
             batch_size: 128,
         }

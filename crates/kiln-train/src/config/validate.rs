@@ -134,6 +134,7 @@ fn check_task(config: &ExperimentConfig, c: &mut Checker<'_>) {
         ("data.image_list", data.image_list.is_some()),
         ("data.max_images", data.max_images.is_some()),
         ("data.max_val_images", data.max_val_images.is_some()),
+        ("data.val_batch_size", data.val_batch_size != 1),
     ];
     let foreign = if segmentation { &classification_only[..] } else { &segmentation_only[..] };
     for (key, _) in foreign.iter().filter(|(_, set)| *set) {
@@ -150,7 +151,11 @@ fn check_task(config: &ExperimentConfig, c: &mut Checker<'_>) {
             c.at_least_one(key, count, "the number of images kept");
         }
     }
+    if data.image_list.is_some() && data.max_images.is_some() {
+        c.fail("data.max_images", "keep images by data.image_list or by data.max_images, not both");
+    }
     if segmentation {
+        c.at_least_one("data.val_batch_size", data.val_batch_size, "the validation batch size");
         check_segmentation(config, c);
     }
 }
