@@ -49,6 +49,7 @@ mod mixup;
 mod rand_augment;
 mod resample;
 mod rng;
+mod segmentation;
 mod transform;
 
 pub use augment::{
@@ -67,6 +68,10 @@ pub use mixup::{MixKind, MixOutcome, Mixup, mixup_target};
 pub use rand_augment::{AugmentOp, OpParams, RandAugment, fill_from_mean};
 pub use resample::{Interpolation, resize};
 pub use rng::Rng;
+pub use segmentation::{
+    IGNORE_INDEX, LabelMap, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset, read_stem_list,
+    reduce_zero_label,
+};
 pub use transform::{
     CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop, to_normalized_tensor,
 };
