@@ -49,6 +49,8 @@ mod mixup;
 mod rand_augment;
 mod resample;
 mod rng;
+mod seg_loader;
+mod seg_transform;
 mod segmentation;
 mod transform;
 
@@ -68,6 +70,11 @@ pub use mixup::{MixKind, MixOutcome, Mixup, mixup_target};
 pub use rand_augment::{AugmentOp, OpParams, RandAugment, fill_from_mean};
 pub use resample::{Interpolation, resize};
 pub use rng::Rng;
+pub use seg_loader::{SegBatch, SegLoader};
+pub use seg_transform::{
+    CropWindow, EvalResize, PhotoMetricDistortion, RandomCrop, RandomResize, SegEvalTransform, SegExample, SegTrainTransform,
+    SegTransform, SegTransformConfig, keep_ratio_size, pad_to_size,
+};
 pub use segmentation::{
     IGNORE_INDEX, LabelMap, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset, read_stem_list,
     reduce_zero_label,
