@@ -39,6 +39,7 @@
 mod augment;
 mod dataset;
 mod error;
+mod fashion_scenes;
 mod folder;
 mod idx;
 pub mod image_ops;
@@ -60,6 +61,7 @@ pub use augment::{
 };
 pub use dataset::{Dataset, Subset, SubsetSpec, read_class_list};
 pub use error::DataError;
+pub use fashion_scenes::{FashionScenesConfig, FashionScenesSummary, SplitSummary, generate_fashion_scenes};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use idx::{FASHION_MNIST_CLASSES, FashionMnistSplit, IdxDataset, IdxImages, read_idx_images, read_idx_labels};
 pub use image::{GrayImage, RgbImage};
