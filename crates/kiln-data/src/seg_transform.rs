@@ -531,3 +531,227 @@ impl SegTransformConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Luma, Rgb};
+
+    /// Level of the image pixels of class `label`: far apart, so a bilinear blend of two
+    /// classes is no class's level.
+    fn code(label: u8) -> u8 {
+        40 * label + 20
+    }
+
+    /// A 37x23 scene of four classes in blocks, plus an ignored stripe; the image's level
+    /// encodes each pixel's label.
+    fn scene() -> (RgbImage, LabelMap) {
+        let mask = LabelMap::from_fn(37, 23, |x, y| {
+            Luma([if x == 30 { IGNORE_INDEX } else { (x / 10 + 2 * (y / 12)) as u8 % 4 }])
+        });
+        let image = RgbImage::from_fn(37, 23, |x, y| match mask.get_pixel(x, y).0[0] {
+            IGNORE_INDEX => Rgb([250; 3]),
+            label => Rgb([code(label); 3]),
+        });
+        (image, mask)
+    }
+
+    /// Every labelled pixel whose neighbourhood of `radius` pixels is one class has that class's
+    /// level (radius 0: every labelled pixel, for blend-free steps); returns how many were
+    /// checked. A bilinear upscale by `f` blends over `f` output pixels, hence the radius.
+    fn assert_aligned(image: &RgbImage, mask: &LabelMap, radius: u32) -> usize {
+        assert_eq!(image.dimensions(), mask.dimensions());
+        let (w, h) = mask.dimensions();
+        let mut checked = 0;
+        for (x, y, label) in mask.enumerate_pixels() {
+            let label = label.0[0];
+            if label == IGNORE_INDEX {
+                continue;
+            }
+            let (xs, ys) = (x.saturating_sub(radius)..(x + radius + 1).min(w), y.saturating_sub(radius)..(y + radius + 1).min(h));
+            if !xs.into_iter().all(|xx| ys.clone().all(|yy| mask.get_pixel(xx, yy).0[0] == label)) {
+                continue;
+            }
+            assert_eq!(image.get_pixel(x, y).0, [code(label); 3], "pixel ({x}, {y}) of class {label} in {w}x{h}");
+            checked += 1;
+        }
+        checked
+    }
+
+    fn labels_of(mask: &LabelMap) -> std::collections::BTreeSet<u8> {
+        mask.iter().copied().collect()
+    }
+
+    #[test]
+    fn keep_ratio_size_is_mmcv_rescale_size() {
+        // 640x480 image into (2048, 512): min(2048/640, 512/480) = 1.0667 -> 683x512.
+        assert_eq!(keep_ratio_size(480, 640, [2048, 512]), [512, 683]);
+        // Long and thin: the long side limits.
+        assert_eq!(keep_ratio_size(100, 4000, [2048, 512]), [51, 2048]);
+        let resize = RandomResize { scale: [64, 16], ratio_range: [0.5, 2.0], interpolation: Interpolation::Bilinear };
+        assert_eq!(resize.size_for_ratio(20, 40, 1.0), [16, 32]);
+        assert_eq!(resize.size_for_ratio(20, 40, 0.5), [8, 16]);
+        assert_eq!(resize.size_for_ratio(20, 40, 2.0), [32, 64]);
+    }
+
+    #[test]
+    fn resize_keeps_mask_aligned_and_integral() {
+        let (image, mask) = scene();
+        let inputs = labels_of(&mask);
+        for (seed, filter) in [(0, Interpolation::Bilinear), (1, Interpolation::Bilinear), (2, Interpolation::Nearest)] {
+            let resize = RandomResize { scale: [80, 40], ratio_range: [0.5, 2.0], interpolation: filter };
+            let mut rng = Rng::seed_from_u64(seed);
+            let (a, m) = resize.apply(&image, &mask, &mut rng);
+            let mut again = Rng::seed_from_u64(seed);
+            let ratio = again.uniform(0.5, 2.0);
+            assert_eq!([m.height(), m.width()].map(|s| s as usize), resize.size_for_ratio(23, 37, ratio));
+            assert!(labels_of(&m).is_subset(&inputs));
+            assert!(assert_aligned(&a, &m, if filter == Interpolation::Nearest { 0 } else { 4 }) > 50);
+        }
+    }
+
+    #[test]
+    fn crop_flip_pad_geometry_and_alignment() {
+        let (image, mask) = scene();
+        let crop = RandomCrop { crop_size: [16, 20], cat_max_ratio: 1.0 };
+        let mut rng = Rng::seed_from_u64(4);
+        let window = crop.window(&mask, &mut rng);
+        let (ci, cm) = crop.apply(&image, &mask, &mut Rng::seed_from_u64(4));
+        assert_eq!((cm.width(), cm.height()), (20, 16));
+        assert_eq!(*cm.get_pixel(3, 5), *mask.get_pixel(window.left as u32 + 3, window.top as u32 + 5));
+        assert_aligned(&ci, &cm, 0);
+        // Smaller images are cropped as much as they allow.
+        let big = RandomCrop { crop_size: [30, 100], cat_max_ratio: 1.0 };
+        let (_, m) = big.apply(&image, &mask, &mut rng);
+        assert_eq!(m.dimensions(), (37, 23));
+
+        let flip = RandomFlip { prob: 1.0, axis: FlipAxis::Horizontal };
+        let (fi, fm) = flip.apply_pair(ci.clone(), cm.clone(), &mut rng);
+        assert_eq!(*fm.get_pixel(0, 2), *cm.get_pixel(19, 2));
+        assert_aligned(&fi, &fm, 0);
+        let never = RandomFlip { prob: 0.0, ..flip };
+        assert_eq!(never.apply_pair(ci.clone(), cm.clone(), &mut rng), (ci.clone(), cm.clone()));
+
+        let tensor = normalise(&ci, 3, [0.0; 3], [1.0; 3]);
+        let padded = pad_to_size(SegExample { image: tensor, mask: cm.clone() }, [18, 25]);
+        assert_eq!((padded.image.shape(), padded.mask.dimensions()), ([3, 18, 25], (25, 18)));
+        for (x, y, label) in padded.mask.enumerate_pixels() {
+            let value = padded.image.data[(y * 25 + x) as usize];
+            if x >= 20 || y >= 16 {
+                assert_eq!((label.0[0], value), (IGNORE_INDEX, 0.0), "padding at ({x}, {y})");
+            } else {
+                assert_eq!(*label, *cm.get_pixel(x, y));
+                assert_eq!((value * 255.0).round() as u8, ci.get_pixel(x, y).0[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn cat_max_ratio_rejects_one_class_crops() {
+        // 40 columns: class 0 on 0..30, class 1 on 30..40; a 20-wide crop is balanced enough
+        // (both present, neither >= 75%) only at offsets 16..=20.
+        let mask = LabelMap::from_fn(40, 4, |x, _| Luma([(x >= 30) as u8]));
+        let balanced = |ratio: f64| {
+            let crop = RandomCrop { crop_size: [4, 20], cat_max_ratio: ratio };
+            (0..60).filter(|&s| (16..=20).contains(&crop.window(&mask, &mut Rng::seed_from_u64(s)).left)).count()
+        };
+        let (with, without) = (balanced(0.75), balanced(1.0));
+        assert!(with >= 50 && without <= 30, "with {with}, without {without}");
+        // Ignored pixels do not count as a class: class 0 alone never passes.
+        let ignored = LabelMap::from_fn(40, 4, |x, _| Luma([if x >= 30 { IGNORE_INDEX } else { 0 }]));
+        let crop = RandomCrop { crop_size: [4, 20], cat_max_ratio: 0.75 };
+        let mut rng = Rng::seed_from_u64(0);
+        crop.window(&ignored, &mut rng);
+        let mut fresh = Rng::seed_from_u64(0);
+        let windows: Vec<usize> = (0..11).map(|_| (fresh.randint(0, 0), fresh.randint(0, 20)).1).collect();
+        assert_eq!(rng.next_u64(), fresh.next_u64(), "all 11 windows drawn: {windows:?}");
+    }
+
+    #[test]
+    fn photometric_acts_on_the_image_only_and_keeps_gray_gray() {
+        let (image, mask) = scene();
+        let gray = RgbImage::from_fn(8, 8, |x, y| Rgb([(x * 30 + y) as u8; 3]));
+        let distortion = PhotoMetricDistortion::default();
+        let mut changed = 0;
+        for seed in 0..20 {
+            let out = distortion.apply(gray.clone(), &mut Rng::seed_from_u64(seed));
+            assert!(out.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]), "gray stays gray");
+            changed += (out != gray) as usize;
+        }
+        assert!(changed >= 10);
+        // HSV round trip of OpenCV's 8-bit HSV is close to identity.
+        for rgb in [[200, 30, 40], [10, 250, 90], [5, 6, 255], [128, 128, 127]] {
+            let back = hsv_to_rgb(rgb_to_hsv(rgb));
+            assert!(back.iter().zip(rgb).all(|(a, b)| (*a as i32 - b as i32).abs() <= 4), "{rgb:?} -> {back:?}");
+        }
+        let config = SegTransformConfig { photometric: true, ..SegTransformConfig::ade20k() };
+        let train = SegTrainTransform { crop: RandomCrop { crop_size: [16, 16], cat_max_ratio: 1.0 }, ..config.build_train().unwrap() };
+        let (_, m1) = train.augment(&image, &mask, &mut Rng::seed_from_u64(5));
+        let (_, m2) = SegTrainTransform { photometric: None, ..train.clone() }.augment(&image, &mask, &mut Rng::seed_from_u64(5));
+        assert_eq!(m1, m2, "the photometric step leaves the mask alone");
+    }
+
+    #[test]
+    fn train_pipeline_is_aligned_reproducible_and_padded() {
+        let (image, mask) = scene();
+        let config = SegTransformConfig {
+            crop_size: [24, 24],
+            scale: [60, 30],
+            photometric: false,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..SegTransformConfig::ade20k()
+        };
+        let train = config.build_train().unwrap();
+        let mut inputs = labels_of(&mask);
+        inputs.insert(IGNORE_INDEX);
+        let mut checked = 0;
+        for seed in 0..8 {
+            let a = train.transform(&image, &mask, &mut Rng::seed_from_u64(seed));
+            assert_eq!(a, train.transform(&image, &mask, &mut Rng::seed_from_u64(seed)));
+            assert_eq!((a.image.shape(), a.mask.dimensions()), ([3, 24, 24], (24, 24)));
+            assert!(labels_of(&a.mask).is_subset(&inputs));
+            let bytes: Vec<u8> = a.image.data[..24 * 24].iter().map(|v| (v * 255.0).round() as u8).collect();
+            let decoded = RgbImage::from_fn(24, 24, |x, y| Rgb([bytes[(y * 24 + x) as usize]; 3]));
+            let real = LabelMap::from_fn(24, 24, |x, y| {
+                // Padding is 0 in the image: only check inside the augmented image.
+                if decoded.get_pixel(x, y).0[0] == 0 { Luma([IGNORE_INDEX]) } else { *a.mask.get_pixel(x, y) }
+            });
+            checked += assert_aligned(&decoded, &real, 4);
+        }
+        assert!(checked > 100, "{checked}");
+        let one = SegTransformConfig { channels: 1, ..config.clone() }.build_train().unwrap();
+        assert_eq!(one.transform(&image, &mask, &mut Rng::seed_from_u64(0)).image.shape(), [1, 24, 24]);
+    }
+
+    #[test]
+    fn eval_resizes_the_image_only() {
+        let (image, mask) = scene();
+        let config = SegTransformConfig { scale: [60, 30], ..SegTransformConfig::ade20k() };
+        let eval = config.build_eval().unwrap();
+        let out = eval.transform(&image, &mask, &mut Rng::seed_from_u64(0));
+        assert_eq!(out.image.shape(), [3, 30, 48]); // min(60/37, 30/23) = 1.304
+        assert_eq!(out.mask, mask);
+        let fixed = SegTransformConfig { eval_size: Some([16, 16]), channels: 1, ..config }.build_eval().unwrap();
+        assert_eq!(fixed.transform(&image, &mask, &mut Rng::seed_from_u64(0)).image.shape(), [1, 16, 16]);
+    }
+
+    #[test]
+    fn impossible_configs_are_named() {
+        let base = SegTransformConfig::ade20k();
+        for (config, needle) in [
+            (SegTransformConfig { crop_size: [0, 512], ..base.clone() }, "crop_size"),
+            (SegTransformConfig { ratio_range: [2.0, 0.5], ..base.clone() }, "ratio_range"),
+            (SegTransformConfig { cat_max_ratio: 0.0, ..base.clone() }, "cat_max_ratio"),
+            (SegTransformConfig { flip_prob: 1.5, ..base.clone() }, "flip_prob"),
+            (SegTransformConfig { channels: 2, ..base.clone() }, "channels"),
+            (SegTransformConfig { std: [0.0; 3], ..base.clone() }, "std"),
+            (SegTransformConfig { eval_size: Some([0, 4]), ..base.clone() }, "eval_size"),
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+            assert!(config.build_train().is_err() && config.build_eval().is_err());
+        }
+        base.validate().unwrap();
+    }
+}
