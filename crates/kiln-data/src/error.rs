@@ -146,4 +146,13 @@ pub enum DataError {
     /// A data-loading configuration that cannot be applied (batch size, subset, mixup, ...).
     #[error("invalid data configuration: {0}")]
     InvalidData(String),
+    /// A segmentation mask (annotation) that is missing or cannot be trained on: another size
+    /// than its image, not single-channel 8-bit, or a label that is no class nor the ignore index.
+    #[error("segmentation mask {path}: {reason}")]
+    BadMask {
+        /// The mask file (for a missing mask, where it was looked for).
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
 }

@@ -174,20 +174,20 @@ impl Dataset for ImageFolder {
     }
 }
 
-fn has_image_extension(path: &Path) -> bool {
+pub(crate) fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|known| known.eq_ignore_ascii_case(e)))
 }
 
-struct Entry {
-    path: PathBuf,
-    is_dir: bool,
-    is_file: bool,
+pub(crate) struct Entry {
+    pub(crate) path: PathBuf,
+    pub(crate) is_dir: bool,
+    pub(crate) is_file: bool,
 }
 
 /// The entries of `dir` not starting with `.`, symbolic links followed.
-fn list_dir(dir: &Path, what: &'static str) -> Result<Vec<Entry>, DataError> {
+pub(crate) fn list_dir(dir: &Path, what: &'static str) -> Result<Vec<Entry>, DataError> {
     let io = |source: std::io::Error| match source.kind() {
         ErrorKind::NotFound => DataError::MissingPath { path: dir.to_path_buf(), what },
         _ => DataError::Io { path: dir.to_path_buf(), source },

@@ -53,7 +53,8 @@ fn gray_rgb(width: u32, height: u32, level: u8) -> RgbImage {
     RgbImage::from_pixel(width, height, image::Rgb([level; 3]))
 }
 
-fn luma_to_rgb(luma: &GrayImage) -> RgbImage {
+/// Luma replicated to the three channels (gray RGB).
+pub(crate) fn luma_to_rgb(luma: &GrayImage) -> RgbImage {
     let data = luma.as_raw().iter().flat_map(|&l| [l; 3]).collect();
     RgbImage::from_raw(luma.width(), luma.height(), data).expect("three bytes per pixel")
 }

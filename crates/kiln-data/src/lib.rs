@@ -39,6 +39,7 @@
 mod augment;
 mod dataset;
 mod error;
+mod fashion_scenes;
 mod folder;
 mod idx;
 pub mod image_ops;
@@ -49,6 +50,9 @@ mod mixup;
 mod rand_augment;
 mod resample;
 mod rng;
+mod seg_loader;
+mod seg_transform;
+mod segmentation;
 mod transform;
 
 pub use augment::{
@@ -57,6 +61,7 @@ pub use augment::{
 };
 pub use dataset::{Dataset, Subset, SubsetSpec, read_class_list};
 pub use error::DataError;
+pub use fashion_scenes::{FashionScenesConfig, FashionScenesSummary, SplitSummary, generate_fashion_scenes};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use idx::{FASHION_MNIST_CLASSES, FashionMnistSplit, IdxDataset, IdxImages, read_idx_images, read_idx_labels};
 pub use image::{GrayImage, RgbImage};
@@ -67,6 +72,15 @@ pub use mixup::{MixKind, MixOutcome, Mixup, mixup_target};
 pub use rand_augment::{AugmentOp, OpParams, RandAugment, fill_from_mean};
 pub use resample::{Interpolation, resize};
 pub use rng::Rng;
+pub use seg_loader::{SegBatch, SegLoader};
+pub use seg_transform::{
+    CropWindow, EvalResize, PhotoMetricDistortion, RandomCrop, RandomResize, SegEvalTransform, SegExample, SegTrainTransform,
+    SegTransform, SegTransformConfig, keep_ratio_size, pad_to_size,
+};
+pub use segmentation::{
+    IGNORE_INDEX, LabelMap, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset, read_stem_list,
+    reduce_zero_label,
+};
 pub use transform::{
     CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop, to_normalized_tensor,
 };

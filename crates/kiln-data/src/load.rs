@@ -70,15 +70,24 @@ pub fn to_rgb(image: DynamicImage) -> RgbImage {
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+    decode_bytes(path, &read_image_file(path)?)
+}
+
+/// The bytes of the image file at `path`.
+pub(crate) fn read_image_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
         ErrorKind::NotFound => DataError::NotFound { path: path.to_path_buf() },
         _ => DataError::Unreadable { path: path.to_path_buf(), source },
-    })?;
-    let format = image::guess_format(&bytes).map_err(|_| DataError::NotAnImage { path: path.to_path_buf() })?;
+    })
+}
+
+/// Decodes the bytes of the file at `path` into whatever layout the file holds.
+pub(crate) fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage, DataError> {
+    let format = image::guess_format(bytes).map_err(|_| DataError::NotAnImage { path: path.to_path_buf() })?;
     if !format.reading_enabled() {
         return Err(DataError::UnsupportedFormat { path: path.to_path_buf(), format: format!("{format:?}") });
     }
-    let image = ImageReader::with_format(Cursor::new(&bytes), format).decode().map_err(|e| match e {
+    let image = ImageReader::with_format(Cursor::new(bytes), format).decode().map_err(|e| match e {
         ImageError::Limits(reason) => DataError::TooLarge { path: path.to_path_buf(), reason: reason.to_string() },
         ImageError::Unsupported(reason) => {
             DataError::UnsupportedFormat { path: path.to_path_buf(), format: reason.to_string() }

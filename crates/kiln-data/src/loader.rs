@@ -103,42 +103,150 @@ impl Batch {
     }
 }
 
-/// What the worker threads share.
-struct Shared {
-    dataset: Arc<dyn Dataset>,
-    transform: Arc<dyn ImageTransform>,
-    mixup: Option<(Mixup, Option<usize>)>,
-    config: LoaderConfig,
+/// The part of a loader every task shares: which examples each batch of an epoch holds, the seed
+/// streams of the module docs, and the workers. [`DataLoader`] and [`crate::SegLoader`] each
+/// pair one with their own [`MakeBatch`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    /// Examples in the data set.
+    examples: usize,
+    pub(crate) config: LoaderConfig,
 }
 
-impl Shared {
-    fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+impl Schedule {
+    /// Checks `config` against a data set of `examples`.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidData`] for a zero batch size or prefetch, an empty data set, or a
+    /// batch size above the number of examples when `drop_last` leaves no batch.
+    pub(crate) fn new(examples: usize, config: LoaderConfig) -> Result<Self, DataError> {
+        let invalid = |msg: String| Err(DataError::InvalidData(msg));
+        if config.batch_size == 0 {
+            return invalid("batch_size must be at least 1".into());
+        }
+        if config.prefetch == 0 {
+            return invalid("prefetch must be at least 1 batch per worker".into());
+        }
+        if examples == 0 {
+            return invalid("the data set has no examples".into());
+        }
+        let schedule = Schedule { examples, config };
+        if schedule.batches_per_epoch() == 0 {
+            return invalid(format!(
+                "batch_size {} exceeds the {examples} examples and drop_last leaves no batch; lower the batch size",
+                config.batch_size
+            ));
+        }
+        Ok(schedule)
+    }
+
+    pub(crate) fn batches_per_epoch(&self) -> usize {
+        let (n, b) = (self.examples, self.config.batch_size);
         if self.config.drop_last { n / b } else { n.div_ceil(b) }
     }
 
     /// The data-set indices of epoch `epoch`, in visiting order.
     fn order(&self, epoch: usize) -> Vec<usize> {
-        let n = self.dataset.len();
         if self.config.shuffle {
-            Rng::derive(self.config.seed, &[SHUFFLE, epoch as u64]).permutation(n)
+            Rng::derive(self.config.seed, &[SHUFFLE, epoch as u64]).permutation(self.examples)
         } else {
-            (0..n).collect()
+            (0..self.examples).collect()
         }
     }
 
+    /// Positions, within the epoch's order, of the examples of batch `batch`.
+    pub(crate) fn batch_positions(&self, batch: usize) -> std::ops::Range<usize> {
+        let start = batch * self.config.batch_size;
+        start..(start + self.config.batch_size).min(self.examples)
+    }
+
+    /// The augmentation stream of the example at `position` of epoch `epoch`.
+    pub(crate) fn sample_rng(&self, epoch: usize, position: usize) -> Rng {
+        Rng::derive(self.config.seed, &[SAMPLE, epoch as u64, position as u64])
+    }
+
+    /// The batches of `position.epoch` from `position.next_batch` on: what an uninterrupted run
+    /// would have yielded next.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidData`] when `next_batch` is beyond the epoch's batches (a position
+    /// saved with another data set or batch size).
+    pub(crate) fn resume<M: MakeBatch>(
+        &self,
+        maker: &Arc<M>,
+        position: LoaderPosition,
+    ) -> Result<EpochBatches<M::Batch>, DataError>
+    where
+        M::Batch: Send + 'static,
+    {
+        let batches = self.batches_per_epoch();
+        if position.next_batch > batches {
+            return Err(DataError::InvalidData(format!(
+                "cannot resume at batch {} of epoch {}: an epoch has {batches} batches; was the checkpoint made with another data set or batch size?",
+                position.next_batch, position.epoch
+            )));
+        }
+        Ok(self.start(maker, position))
+    }
+
+    /// Starts the workers of `position.epoch` at `position.next_batch` (module docs).
+    pub(crate) fn start<M: MakeBatch>(&self, maker: &Arc<M>, position: LoaderPosition) -> EpochBatches<M::Batch>
+    where
+        M::Batch: Send + 'static,
+    {
+        let LoaderPosition { epoch, next_batch } = position;
+        let end = self.batches_per_epoch();
+        let order = Arc::new(self.order(epoch));
+        let workers = self.config.workers.min(end.saturating_sub(next_batch));
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (sender, receiver) = sync_channel(self.config.prefetch);
+            let (maker, order) = (maker.clone(), order.clone());
+            let batches: Vec<usize> = (next_batch + w..end).step_by(workers).collect();
+            let handle = std::thread::Builder::new()
+                .name(format!("kiln-data-{w}"))
+                .spawn(move || worker(maker.as_ref(), epoch, &order, batches, sender))
+                .expect("cannot spawn a data loader thread");
+            receivers.push(receiver);
+            handles.push(handle);
+        }
+        EpochBatches { maker: maker.clone(), order, epoch, next: next_batch, start: next_batch, end, receivers, handles }
+    }
+}
+
+/// How one task turns the examples of a batch into what its loader yields, on a worker thread.
+pub(crate) trait MakeBatch: Send + Sync + 'static {
+    /// What the loader yields.
+    type Batch;
+
+    /// Decodes and transforms batch `batch` of `epoch`, whose examples are
+    /// `order[schedule.batch_positions(batch)]`.
+    fn make_batch(&self, epoch: usize, batch: usize, order: &[usize]) -> Result<Self::Batch, DataError>;
+}
+
+/// What the classification worker threads share.
+struct Shared {
+    dataset: Arc<dyn Dataset>,
+    transform: Arc<dyn ImageTransform>,
+    mixup: Option<(Mixup, Option<usize>)>,
+    schedule: Schedule,
+}
+
+impl MakeBatch for Shared {
+    type Batch = Batch;
+
     /// Decodes, transforms and (maybe) mixes batch `batch` of `epoch`.
     fn make_batch(&self, epoch: usize, batch: usize, order: &[usize]) -> Result<Batch, DataError> {
-        let start = batch * self.config.batch_size;
-        let end = (start + self.config.batch_size).min(order.len());
+        let positions = self.schedule.batch_positions(batch);
         let [channels, height, width] = self.transform.output_shape();
         let image_len = channels * height * width;
-        let count = end - start;
+        let count = positions.len();
         let mut images = Vec::with_capacity(count * image_len);
         let mut labels = Vec::with_capacity(count);
-        for (position, &index) in (start..end).zip(&order[start..end]) {
-            let (image, label) = self.dataset.get(index)?;
-            let mut rng = Rng::derive(self.config.seed, &[SAMPLE, epoch as u64, position as u64]);
+        for position in positions.clone() {
+            let (image, label) = self.dataset.get(order[position])?;
+            let mut rng = self.schedule.sample_rng(epoch, position);
             let tensor = self.transform.transform(&image, &mut rng);
             assert_eq!(
                 tensor.shape(),
@@ -152,7 +260,7 @@ impl Shared {
         let (soft_targets, mix) = match &self.mixup {
             Some((mixup, off_epoch)) => {
                 let enabled = off_epoch.is_none_or(|off| epoch < off);
-                let mut rng = Rng::derive(self.config.seed, &[MIX, epoch as u64, batch as u64]);
+                let mut rng = Rng::derive(self.schedule.config.seed, &[MIX, epoch as u64, batch as u64]);
                 let (targets, outcome) = mixup.apply(&mut images, shape, &labels, enabled, &mut rng);
                 (Some(targets), Some(outcome))
             }
@@ -164,7 +272,7 @@ impl Shared {
             labels,
             soft_targets,
             mix,
-            indices: order[start..end].to_vec(),
+            indices: order[positions].to_vec(),
             position: LoaderPosition { epoch, next_batch: batch },
         })
     }
@@ -203,24 +311,8 @@ impl DataLoader {
         transform: Arc<dyn ImageTransform>,
         config: LoaderConfig,
     ) -> Result<Self, DataError> {
-        let invalid = |msg: String| Err(DataError::InvalidData(msg));
-        if config.batch_size == 0 {
-            return invalid("batch_size must be at least 1".into());
-        }
-        if config.prefetch == 0 {
-            return invalid("prefetch must be at least 1 batch per worker".into());
-        }
-        if dataset.is_empty() {
-            return invalid("the data set has no examples".into());
-        }
-        let shared = Shared { dataset, transform, mixup: None, config };
-        if shared.batches_per_epoch() == 0 {
-            return invalid(format!(
-                "batch_size {} exceeds the {} examples and drop_last leaves no batch; lower the batch size",
-                config.batch_size,
-                shared.dataset.len()
-            ));
-        }
+        let schedule = Schedule::new(dataset.len(), config)?;
+        let shared = Shared { dataset, transform, mixup: None, schedule };
         Ok(DataLoader { shared: Arc::new(shared) })
     }
 
@@ -240,19 +332,19 @@ impl DataLoader {
                 mixup.num_classes
             )));
         }
-        let Shared { dataset, transform, config, .. } = self.shared.as_ref();
+        let Shared { dataset, transform, schedule, .. } = self.shared.as_ref();
         let shared = Shared {
             dataset: dataset.clone(),
             transform: transform.clone(),
             mixup: Some((mixup, off_epoch)),
-            config: *config,
+            schedule: *schedule,
         };
         Ok(DataLoader { shared: Arc::new(shared) })
     }
 
     /// The batching settings.
     pub fn config(&self) -> &LoaderConfig {
-        &self.shared.config
+        &self.shared.schedule.config
     }
 
     /// The data set.
@@ -262,7 +354,7 @@ impl DataLoader {
 
     /// Batches in every epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        self.shared.batches_per_epoch()
+        self.shared.schedule.batches_per_epoch()
     }
 
     /// `[channels, height, width]` of each image of a batch.
@@ -272,7 +364,7 @@ impl DataLoader {
 
     /// The batches of `epoch`, from the first.
     pub fn epoch(&self, epoch: usize) -> EpochBatches {
-        self.start(LoaderPosition { epoch, next_batch: 0 })
+        self.shared.schedule.start(&self.shared, LoaderPosition { epoch, next_batch: 0 })
     }
 
     /// The batches of `position.epoch` from `position.next_batch` on: what an uninterrupted run
@@ -282,44 +374,7 @@ impl DataLoader {
     /// [`DataError::InvalidData`] when `next_batch` is beyond the epoch's batches (a position
     /// saved with another data set or batch size).
     pub fn resume(&self, position: LoaderPosition) -> Result<EpochBatches, DataError> {
-        let batches = self.batches_per_epoch();
-        if position.next_batch > batches {
-            return Err(DataError::InvalidData(format!(
-                "cannot resume at batch {} of epoch {}: an epoch has {batches} batches; was the checkpoint made with another data set or batch size?",
-                position.next_batch, position.epoch
-            )));
-        }
-        Ok(self.start(position))
-    }
-
-    fn start(&self, position: LoaderPosition) -> EpochBatches {
-        let LoaderPosition { epoch, next_batch } = position;
-        let end = self.batches_per_epoch();
-        let order = Arc::new(self.shared.order(epoch));
-        let workers = self.shared.config.workers.min(end.saturating_sub(next_batch));
-        let mut receivers = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for w in 0..workers {
-            let (sender, receiver) = sync_channel(self.shared.config.prefetch);
-            let (shared, order) = (self.shared.clone(), order.clone());
-            let batches: Vec<usize> = (next_batch + w..end).step_by(workers).collect();
-            let handle = std::thread::Builder::new()
-                .name(format!("kiln-data-{w}"))
-                .spawn(move || worker(&shared, epoch, &order, batches, sender))
-                .expect("cannot spawn a data loader thread");
-            receivers.push(receiver);
-            handles.push(handle);
-        }
-        EpochBatches {
-            shared: self.shared.clone(),
-            order,
-            epoch,
-            next: next_batch,
-            start: next_batch,
-            end,
-            receivers,
-            handles,
-        }
+        self.shared.schedule.resume(&self.shared, position)
     }
 
     /// Loader-only throughput: runs up to `max_batches` batches of `epoch` (decode, transform,
@@ -338,34 +393,35 @@ impl DataLoader {
     }
 }
 
-fn worker(
-    shared: &Shared,
+fn worker<M: MakeBatch>(
+    maker: &M,
     epoch: usize,
     order: &[usize],
     batches: Vec<usize>,
-    sender: SyncSender<Result<Batch, DataError>>,
+    sender: SyncSender<Result<M::Batch, DataError>>,
 ) {
     for batch in batches {
-        if sender.send(shared.make_batch(epoch, batch, order)).is_err() {
+        if sender.send(maker.make_batch(epoch, batch, order)).is_err() {
             return; // the consumer is gone
         }
     }
 }
 
-/// The batches of one epoch, in order; an iterator of `Result<Batch, DataError>` (a batch with an
-/// unreadable file is an error naming it; the following batches still come).
-pub struct EpochBatches {
-    shared: Arc<Shared>,
+/// The batches of one epoch, in order; an iterator of `Result<B, DataError>` (a batch with an
+/// unreadable file is an error naming it; the following batches still come). `B` is [`Batch`]
+/// for a [`DataLoader`], [`crate::SegBatch`] for a [`crate::SegLoader`].
+pub struct EpochBatches<B = Batch> {
+    maker: Arc<dyn MakeBatch<Batch = B>>,
     order: Arc<Vec<usize>>,
     epoch: usize,
     next: usize,
     start: usize,
     end: usize,
-    receivers: Vec<Receiver<Result<Batch, DataError>>>,
+    receivers: Vec<Receiver<Result<B, DataError>>>,
     handles: Vec<JoinHandle<()>>,
 }
 
-impl EpochBatches {
+impl<B> EpochBatches<B> {
     /// Where the run is: the next batch this iterator will yield, or the start of the next epoch
     /// once this one is exhausted. Save this with a checkpoint.
     pub fn position(&self) -> LoaderPosition {
@@ -382,8 +438,8 @@ impl EpochBatches {
     }
 }
 
-impl Iterator for EpochBatches {
-    type Item = Result<Batch, DataError>;
+impl<B: 'static> Iterator for EpochBatches<B> {
+    type Item = Result<B, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.end {
@@ -392,7 +448,7 @@ impl Iterator for EpochBatches {
         let batch = self.next;
         self.next += 1;
         if self.receivers.is_empty() {
-            return Some(self.shared.make_batch(self.epoch, batch, &self.order));
+            return Some(self.maker.make_batch(self.epoch, batch, &self.order));
         }
         let w = (batch - self.start) % self.receivers.len();
         match self.receivers[w].recv() {
@@ -413,9 +469,9 @@ impl Iterator for EpochBatches {
     }
 }
 
-impl ExactSizeIterator for EpochBatches {}
+impl<B: 'static> ExactSizeIterator for EpochBatches<B> {}
 
-impl Drop for EpochBatches {
+impl<B> Drop for EpochBatches<B> {
     fn drop(&mut self) {
         // Hanging up makes every worker stop at its next send; join so no thread outlives us.
         self.receivers.clear();
