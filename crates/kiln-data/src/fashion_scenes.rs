@@ -159,10 +159,9 @@ pub fn generate_fashion_scenes(config: &FashionScenesConfig) -> Result<FashionSc
             let name = format!("{number:05}.png");
             for (dir, picture) in dirs.iter().zip([&image, &mask]) {
                 let path = dir.join(&name);
-                picture.save_with_format(&path, ImageFormat::Png).map_err(|e| DataError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other(e),
-                })?;
+                picture
+                    .save_with_format(&path, ImageFormat::Png)
+                    .map_err(|e| DataError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
             }
         }
         let total = pixels.iter().sum::<u64>().max(1) as f64;
@@ -185,7 +184,8 @@ fn compose_scene(config: &FashionScenesConfig, items: &IdxDataset, rng: &mut Rng
     let mut mask = GrayImage::new(side, side);
     for _ in 0..rng.randint(config.items[0], config.items[1]) {
         let index = rng.below(items.labels().len() as u64) as usize;
-        let size = ((items.images().columns as f64) * rng.uniform(config.scale_range[0], config.scale_range[1])).round();
+        let size =
+            ((items.images().columns as f64) * rng.uniform(config.scale_range[0], config.scale_range[1])).round();
         let item = resize(&items.images().image(index), size as u32, size as u32, Interpolation::Bilinear);
         let x = rng.randint(0, config.canvas - size as usize) as u32;
         let y = rng.randint(0, config.canvas - size as usize) as u32;

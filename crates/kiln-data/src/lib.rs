@@ -16,6 +16,10 @@
 //!   the 8-bit operations are Pillow's, bit for bit ([`image_ops`]). [`Mixup`] mixes batches.
 //! - **Batching**: [`DataLoader`] runs all of it on worker threads, reproducibly for a seed
 //!   whatever the thread timing, and resumably from a [`LoaderPosition`].
+//! - **Segmentation**: [`SegFolder`] reads the ADE20K layout (mmseg's `reduce_zero_label`,
+//!   class lists with palettes, checked masks); [`SegTransformConfig`] builds mmseg's joint
+//!   image + mask pipelines; [`SegLoader`] batches them on the same workers as [`DataLoader`];
+//!   [`generate_fashion_scenes`] writes a small data set in that layout from Fashion-MNIST.
 //!
 //! ```no_run
 //! use kiln_data::{CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, Interpolation, load_image};
@@ -74,13 +78,14 @@ pub use resample::{Interpolation, resize};
 pub use rng::Rng;
 pub use seg_loader::{SegBatch, SegLoader};
 pub use seg_transform::{
-    CropWindow, EvalResize, PhotoMetricDistortion, RandomCrop, RandomResize, SegEvalTransform, SegExample, SegTrainTransform,
-    SegTransform, SegTransformConfig, keep_ratio_size, pad_to_size,
+    CropWindow, EvalResize, PhotoMetricDistortion, RandomCrop, RandomResize, SegEvalTransform, SegExample,
+    SegTrainTransform, SegTransform, SegTransformConfig, keep_ratio_size, pad_to_size,
 };
 pub use segmentation::{
     IGNORE_INDEX, LabelMap, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset, read_stem_list,
     reduce_zero_label,
 };
 pub use transform::{
-    CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop, to_normalized_tensor,
+    CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop,
+    to_normalized_tensor,
 };

@@ -211,7 +211,16 @@ impl Schedule {
             receivers.push(receiver);
             handles.push(handle);
         }
-        EpochBatches { maker: maker.clone(), order, epoch, next: next_batch, start: next_batch, end, receivers, handles }
+        EpochBatches {
+            maker: maker.clone(),
+            order,
+            epoch,
+            next: next_batch,
+            start: next_batch,
+            end,
+            receivers,
+            handles,
+        }
     }
 }
 

@@ -134,3 +134,78 @@ impl SegLoader {
         self.shared.schedule.resume(&self.shared, position)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use image::{Luma, Rgb, RgbImage};
+
+    use super::*;
+    use crate::{LabelMap, SegTransformConfig};
+
+    /// `n` examples of 12x10 (every third 10x12): image level and mask labels from the index.
+    struct Scenes(usize);
+
+    impl SegDataset for Scenes {
+        fn len(&self) -> usize {
+            self.0
+        }
+        fn classes(&self) -> &[String] {
+            &[]
+        }
+        fn path(&self, _: usize) -> &Path {
+            Path::new("scene.png")
+        }
+        fn get(&self, index: usize) -> Result<(RgbImage, LabelMap), DataError> {
+            let (w, h) = if index % 3 == 2 { (10, 12) } else { (12, 10) };
+            let image = RgbImage::from_fn(w, h, |x, y| Rgb([(index * 20 + x as usize) as u8, y as u8 * 9, 7]));
+            let mask = LabelMap::from_fn(w, h, |x, _| Luma([((index + x as usize / 4) % 5) as u8]));
+            Ok((image, mask))
+        }
+    }
+
+    fn train_loader(workers: usize) -> SegLoader {
+        let config = SegTransformConfig { crop_size: [8, 8], scale: [24, 12], ..SegTransformConfig::ade20k() };
+        let loader = LoaderConfig { batch_size: 3, shuffle: true, drop_last: true, workers, prefetch: 1, seed: 5 };
+        SegLoader::new(Arc::new(Scenes(10)), Arc::new(config.build_train().unwrap()), loader).unwrap()
+    }
+
+    fn collect(batches: EpochBatches<SegBatch>) -> Vec<SegBatch> {
+        batches.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn same_batches_for_any_worker_count_and_after_resume() {
+        let serial = collect(train_loader(0).epoch(1));
+        assert_eq!(serial.len(), 3);
+        assert_eq!(serial[0].shape, [3, 3, 8, 8]);
+        assert_eq!(serial[0].mask_shape, [3, 8, 8]);
+        assert_eq!(serial[0].masks.len(), 3 * 64);
+        assert!(serial.iter().flat_map(|b| &b.masks).all(|&l| l < 5 || l == 255));
+        for workers in [1, 2] {
+            assert_eq!(collect(train_loader(workers).epoch(1)), serial, "{workers} workers");
+        }
+        let resumed = collect(train_loader(2).resume(LoaderPosition { epoch: 1, next_batch: 1 }).unwrap());
+        assert_eq!(resumed, serial[1..]);
+        assert_ne!(collect(train_loader(0).epoch(2)), serial, "epochs differ");
+    }
+
+    #[test]
+    fn evaluation_keeps_original_masks_and_needs_one_size_per_batch() {
+        let eval = SegTransformConfig { scale: [24, 12], ..SegTransformConfig::ade20k() }.build_eval().unwrap();
+        let eval = Arc::new(eval);
+        let one =
+            SegLoader::new(Arc::new(Scenes(4)), eval.clone(), LoaderConfig { workers: 2, ..LoaderConfig::eval(1) });
+        let batches = collect(one.unwrap().epoch(0));
+        assert_eq!(batches.len(), 4);
+        assert_eq!((batches[0].shape, batches[0].mask_shape), ([1, 3, 12, 14], [1, 10, 12]));
+        assert_eq!((batches[2].shape, batches[2].mask_shape), ([1, 3, 14, 12], [1, 12, 10]));
+        let (_, original) = Scenes(4).get(2).unwrap();
+        assert_eq!(batches[2].masks, original.iter().map(|&l| l as i64).collect::<Vec<_>>());
+        let mixed =
+            SegLoader::new(Arc::new(Scenes(4)), eval, LoaderConfig { workers: 0, ..LoaderConfig::eval(3) }).unwrap();
+        let err = mixed.epoch(0).next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("batch size 1"), "{err}");
+    }
+}

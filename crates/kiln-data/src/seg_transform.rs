@@ -82,7 +82,12 @@ impl RandomResize {
 }
 
 /// Resizes the image with `interpolation` and the mask nearest, to `[height, width]`.
-fn resize_pair(image: &RgbImage, mask: &LabelMap, [h, w]: [usize; 2], interpolation: Interpolation) -> (RgbImage, LabelMap) {
+fn resize_pair(
+    image: &RgbImage,
+    mask: &LabelMap,
+    [h, w]: [usize; 2],
+    interpolation: Interpolation,
+) -> (RgbImage, LabelMap) {
     (resize(image, w as u32, h as u32, interpolation), resize(mask, w as u32, h as u32, Interpolation::Nearest))
 }
 
@@ -464,7 +469,8 @@ impl SegTransformConfig {
     /// than 1 or 3; a non-finite mean or a zero or non-finite std.
     pub fn validate(&self) -> Result<(), DataError> {
         let invalid = |msg: String| Err(DataError::InvalidTransform(msg));
-        for (name, size) in [("crop_size", Some(self.crop_size)), ("scale", Some(self.scale)), ("eval_size", self.eval_size)]
+        for (name, size) in
+            [("crop_size", Some(self.crop_size)), ("scale", Some(self.scale)), ("eval_size", self.eval_size)]
         {
             if let Some(size) = size
                 && size.contains(&0)
@@ -474,7 +480,10 @@ impl SegTransformConfig {
         }
         let [low, high] = self.ratio_range;
         if !(low.is_finite() && high.is_finite() && low > 0.0 && low <= high) {
-            return invalid(format!("ratio_range {:?} must be two positive numbers, low <= high (mmseg: [0.5, 2.0])", self.ratio_range));
+            return invalid(format!(
+                "ratio_range {:?} must be two positive numbers, low <= high (mmseg: [0.5, 2.0])",
+                self.ratio_range
+            ));
         }
         if self.scale.iter().any(|&s| (s as f64 * low) < 1.0) {
             return invalid(format!("ratio_range low {low} shrinks scale {:?} to nothing", self.scale));
@@ -502,7 +511,11 @@ impl SegTransformConfig {
     pub fn build_train(&self) -> Result<SegTrainTransform, DataError> {
         self.validate()?;
         Ok(SegTrainTransform {
-            resize: RandomResize { scale: self.scale, ratio_range: self.ratio_range, interpolation: self.interpolation },
+            resize: RandomResize {
+                scale: self.scale,
+                ratio_range: self.ratio_range,
+                interpolation: self.interpolation,
+            },
             crop: RandomCrop { crop_size: self.crop_size, cat_max_ratio: self.cat_max_ratio },
             flip: (self.flip_prob > 0.0).then_some(RandomFlip { prob: self.flip_prob, axis: FlipAxis::Horizontal }),
             photometric: self.photometric.then(PhotoMetricDistortion::default),
@@ -568,7 +581,8 @@ mod tests {
             if label == IGNORE_INDEX {
                 continue;
             }
-            let (xs, ys) = (x.saturating_sub(radius)..(x + radius + 1).min(w), y.saturating_sub(radius)..(y + radius + 1).min(h));
+            let (xs, ys) =
+                (x.saturating_sub(radius)..(x + radius + 1).min(w), y.saturating_sub(radius)..(y + radius + 1).min(h));
             if !xs.into_iter().all(|xx| ys.clone().all(|yy| mask.get_pixel(xx, yy).0[0] == label)) {
                 continue;
             }
@@ -598,7 +612,8 @@ mod tests {
     fn resize_keeps_mask_aligned_and_integral() {
         let (image, mask) = scene();
         let inputs = labels_of(&mask);
-        for (seed, filter) in [(0, Interpolation::Bilinear), (1, Interpolation::Bilinear), (2, Interpolation::Nearest)] {
+        for (seed, filter) in [(0, Interpolation::Bilinear), (1, Interpolation::Bilinear), (2, Interpolation::Nearest)]
+        {
             let resize = RandomResize { scale: [80, 40], ratio_range: [0.5, 2.0], interpolation: filter };
             let mut rng = Rng::seed_from_u64(seed);
             let (a, m) = resize.apply(&image, &mask, &mut rng);
@@ -685,9 +700,13 @@ mod tests {
             assert!(back.iter().zip(rgb).all(|(a, b)| (*a as i32 - b as i32).abs() <= 4), "{rgb:?} -> {back:?}");
         }
         let config = SegTransformConfig { photometric: true, ..SegTransformConfig::ade20k() };
-        let train = SegTrainTransform { crop: RandomCrop { crop_size: [16, 16], cat_max_ratio: 1.0 }, ..config.build_train().unwrap() };
+        let train = SegTrainTransform {
+            crop: RandomCrop { crop_size: [16, 16], cat_max_ratio: 1.0 },
+            ..config.build_train().unwrap()
+        };
         let (_, m1) = train.augment(&image, &mask, &mut Rng::seed_from_u64(5));
-        let (_, m2) = SegTrainTransform { photometric: None, ..train.clone() }.augment(&image, &mask, &mut Rng::seed_from_u64(5));
+        let (_, m2) =
+            SegTrainTransform { photometric: None, ..train.clone() }.augment(&image, &mask, &mut Rng::seed_from_u64(5));
         assert_eq!(m1, m2, "the photometric step leaves the mask alone");
     }
 
