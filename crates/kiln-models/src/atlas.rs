@@ -828,9 +828,12 @@ impl Backbone for Atlas {
         let stages = self.atlas_models.len();
         let mut stage = 0;
         let (_, tokens, plan) = self.initial_tokens(x);
+        // a scale's map is final after the last stage that runs it (stage j runs the
+        // num_scales - min(j, num_scales - 1) finest scales): one map per scale, as
+        // feature_info declares, also when stages outnumber scales (small inputs)
+        let runs = |j: usize| self.num_scales - j.min(self.num_scales - 1);
         self.run_stages(tokens, plan, |tokens, plan| {
-            let last = stage + 1 == stages || tokens.len() == 1;
-            let finished = if last { tokens.len() } else { 1 };
+            let finished = if stage + 1 == stages { tokens.len() } else { tokens.len().saturating_sub(runs(stage + 1)) };
             for (l, t) in tokens.iter().take(finished).enumerate() {
                 maps.push(plan.valid_map(t.clone(), l).permute([0, 3, 1, 2]));
             }

@@ -140,3 +140,10 @@ pub fn layer_ids(paths: &[String], ordinal: impl Fn(&str) -> LayerOrdinal) -> (V
     let id_of = |o: &LayerOrdinal| ids[distinct.binary_search(o).expect("ordinal listed")];
     (ordinals.iter().map(id_of).collect(), next + 1)
 }
+
+/// timm's layer-wise lr decay (`param_groups_layer_decay`): the lr multiplier of each path,
+/// `decay^(deepest id − id)`, so the head keeps the full lr and the stem gets the least.
+pub fn layer_decay_scales(paths: &[String], decay: f64, ordinal: impl Fn(&str) -> LayerOrdinal) -> Vec<f64> {
+    let (ids, count) = layer_ids(paths, ordinal);
+    ids.into_iter().map(|id| decay.powi((count - 1 - id) as i32)).collect()
+}

@@ -40,6 +40,47 @@ pub struct LoadReport {
     pub resized: Vec<String>,
     /// Whether the classifier kept its fresh initialisation because the class count differs.
     pub head_reinitialized: bool,
+    /// Model paths that received a tensor (as many as `loaded`).
+    pub applied: Vec<String>,
+    /// Model paths left at their initialisation (a segmenter's heads under a backbone load, a
+    /// re-initialised classifier).
+    pub fresh: Vec<String>,
+    /// Checkpoint keys ignored on purpose (a classifier's, when only the backbone is wanted).
+    pub ignored: Vec<String>,
+}
+
+impl LoadReport {
+    /// One line for the terminal: `loaded 42 tensors; new: decode_head.* (12 tensors),
+    /// auxiliary_head.* (5 tensors); ignored: 2 checkpoint keys (head.fc.weight, ...);
+    /// resized: 2 tables`. Paths are grouped by their first component (two under `backbone.`).
+    pub fn summary(&self) -> String {
+        let mut text = format!("loaded {} tensors", self.loaded);
+        if !self.fresh.is_empty() {
+            let mut groups: Vec<(String, usize)> = Vec::new();
+            for path in &self.fresh {
+                let depth = if path.starts_with("backbone.") { 2 } else { 1 };
+                let group = path.splitn(depth + 1, '.').take(depth).collect::<Vec<_>>().join(".");
+                match groups.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, n)) => *n += 1,
+                    None => groups.push((group, 1)),
+                }
+            }
+            let groups: Vec<String> = groups.iter().map(|(g, n)| format!("{g}.* ({n} tensors)")).collect();
+            text.push_str(&format!("; new: {}", groups.join(", ")));
+        }
+        if !self.ignored.is_empty() {
+            let shown: Vec<&str> = self.ignored.iter().take(3).map(String::as_str).collect();
+            let more = if self.ignored.len() > 3 { ", ..." } else { "" };
+            text.push_str(&format!("; ignored: {} checkpoint keys ({}{more})", self.ignored.len(), shown.join(", ")));
+        }
+        if !self.resized.is_empty() {
+            text.push_str(&format!("; resized: {} tables", self.resized.len()));
+        }
+        if self.head_reinitialized {
+            text.push_str("; classifier re-initialised (class count differs)");
+        }
+        text
+    }
 }
 
 /// Reads every tensor of a `.safetensors` or PyTorch (`.pth`, `.pt`, `.bin`) file, by content.
@@ -102,10 +143,49 @@ pub fn load_foreign<M: ModuleSnapshot>(
     path: &Path,
     keys: &KeyMap,
 ) -> Result<LoadReport, ModelError> {
-    let file = read_state_dict(path)?;
+    let incoming = read_state_dict(path)?.into_iter().map(|(key, tensor)| ((keys.rename)(&key), key, tensor));
+    let rules = MatchRules { pytorch_layout: true, classifier_prefix: keys.classifier_prefix, ..MatchRules::default() };
+    load_matching(model, model_name, path, incoming, &rules)
+}
+
+/// How [`load_matching`] treats tensors that do not fit one to one.
+pub struct MatchRules<'a> {
+    /// The incoming tensors are in PyTorch's layout (Linear weights `[out, in]`, BatchNorm
+    /// `weight`/`bias`) and are adapted; otherwise they are in burn's (a Kiln checkpoint).
+    pub pytorch_layout: bool,
+    /// Model paths of the classifier: incoming tensors for them with another shape are dropped
+    /// and the classifier keeps its fresh initialisation ([`LoadReport::head_reinitialized`]).
+    pub classifier_prefix: &'a str,
+    /// Model paths whose incoming tensors are ignored on purpose ([`LoadReport::ignored`]).
+    pub ignore: &'a dyn Fn(&str) -> bool,
+    /// Model paths that may keep their initialisation when the checkpoint lacks them
+    /// ([`LoadReport::fresh`]); any other missing path is an error.
+    pub may_stay_new: &'a dyn Fn(&str) -> bool,
+}
+
+impl Default for MatchRules<'_> {
+    fn default() -> Self {
+        Self { pytorch_layout: false, classifier_prefix: "", ignore: &|_| false, may_stay_new: &|_| false }
+    }
+}
+
+/// Copies `incoming` tensors (`(model path or None to skip, checkpoint key, tensor)`) into
+/// `model` by path, under `rules`. Relative-position tables of another window are resized;
+/// missing, unexpected and mis-shaped tensors are an error naming each key with both shapes,
+/// and the model is then left untouched.
+pub fn load_matching<M: ModuleSnapshot>(
+    model: &mut M,
+    model_name: &str,
+    path: &Path,
+    incoming: impl IntoIterator<Item = (Option<String>, String, PackTensor)>,
+    rules: &MatchRules,
+) -> Result<LoadReport, ModelError> {
+    let adapter = || -> Option<Box<dyn burn::store::ModuleAdapter>> {
+        rules.pytorch_layout.then(|| Box::new(BurnToPyTorchAdapter) as Box<dyn burn::store::ModuleAdapter>)
+    };
     // in module order, so the first problems listed are the first layers that do not fit
     let expected: Vec<(String, Vec<usize>)> = model
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .collect(None, adapter(), true)
         .into_iter()
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();
@@ -115,11 +195,16 @@ pub fn load_foreign<M: ModuleSnapshot>(
     let mut tensors = Vec::new();
     let (mut unexpected, mut mismatched) = (Vec::new(), Vec::new());
     let mut head_dropped = Vec::new();
-    for (key, tensor) in file {
-        let Some(name) = (keys.rename)(&key) else {
+    let is_classifier = |name: &str| !rules.classifier_prefix.is_empty() && name.starts_with(rules.classifier_prefix);
+    for (name, key, tensor) in incoming {
+        let Some(name) = name else {
             report.skipped.push(key);
             continue;
         };
+        if (rules.ignore)(&name) {
+            report.ignored.push(key);
+            continue;
+        }
         let Some(&at) = position.get(name.as_str()) else {
             unexpected.push(format!("  unexpected: {key} {:?}", tensor.shape.to_vec()));
             continue;
@@ -136,7 +221,7 @@ pub fn load_foreign<M: ModuleSnapshot>(
                 }
                 Err(problem) => mismatched.push((at, problem)),
             }
-        } else if name.starts_with(keys.classifier_prefix) {
+        } else if is_classifier(&name) {
             head_dropped.push(name);
         } else {
             mismatched.push((at, format!("  shape: {key} is {found:?} in the checkpoint, {shape:?} in the model")));
@@ -144,12 +229,14 @@ pub fn load_foreign<M: ModuleSnapshot>(
     }
     let present: HashSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     let head_replaced = !head_dropped.is_empty();
-    let missing = expected
-        .iter()
-        .enumerate()
-        .filter(|(_, (name, _))| !present.contains(name.as_str()))
-        .filter(|(_, (name, _))| !(head_replaced && name.starts_with(keys.classifier_prefix)))
-        .map(|(at, (name, shape))| (at, format!("  missing: {name} {shape:?}")));
+    let mut missing = Vec::new();
+    for (at, (name, shape)) in expected.iter().enumerate().filter(|(_, (name, _))| !present.contains(name.as_str())) {
+        if (head_replaced && is_classifier(name)) || (rules.may_stay_new)(name) {
+            report.fresh.push(name.clone());
+        } else {
+            missing.push((at, format!("  missing: {name} {shape:?}")));
+        }
+    }
     mismatched.extend(missing);
     mismatched.sort_by_key(|(at, _)| *at);
     let problems: Vec<String> = mismatched.into_iter().map(|(_, text)| text).chain(unexpected).collect();
@@ -164,7 +251,9 @@ pub fn load_foreign<M: ModuleSnapshot>(
 
     report.head_reinitialized = head_replaced;
     report.loaded = tensors.len();
-    let result = model.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    report.applied = tensors.iter().map(|t| t.name.clone()).collect();
+    let adapter = rules.pytorch_layout.then(|| Box::new(PyTorchToBurnAdapter) as Box<dyn burn::store::ModuleAdapter>);
+    let result = model.apply(tensors, None, adapter, true);
     if !result.errors.is_empty() {
         return Err(mismatch(path, model_name, format!("  {:?}", result.errors)));
     }
@@ -215,14 +304,28 @@ pub const META_MODEL: &str = "kiln.model";
 /// Metadata key of a Kiln checkpoint holding the model configuration as JSON.
 pub const META_CONFIG: &str = "kiln.config";
 
+/// Metadata key of a Kiln checkpoint saying what it holds: [`KIND_SEGMENTER`], or absent for a
+/// classifier (every checkpoint written before segmenters existed).
+pub const META_KIND: &str = "kiln.kind";
+/// [`META_KIND`] of a segmenter checkpoint (backbone + decode heads, a `SegmenterConfig`).
+pub const KIND_SEGMENTER: &str = "segmenter";
+/// [`native_kind`] of a checkpoint without [`META_KIND`].
+pub const KIND_CLASSIFIER: &str = "classifier";
+
 /// Writes `model` as a Kiln checkpoint (burnpack), with the model name and configuration in its
 /// metadata. The file appears whole or not at all: burnpack writes beside it and renames.
 pub fn save_native<M: ModuleSnapshot>(model: &M, path: &Path, model_name: &str, config_json: &str) -> Result<(), ModelError> {
+    save_native_kind(model, path, model_name, config_json, KIND_CLASSIFIER)
+}
+
+/// [`save_native`] recording `kind` ([`KIND_CLASSIFIER`], [`KIND_SEGMENTER`]) under [`META_KIND`].
+pub fn save_native_kind<M: ModuleSnapshot>(model: &M, path: &Path, model_name: &str, config_json: &str, kind: &str) -> Result<(), ModelError> {
     let mut store = BurnpackStore::from_file(path)
         .auto_extension(false)
         .overwrite(true)
         .metadata(META_MODEL, model_name)
-        .metadata(META_CONFIG, config_json);
+        .metadata(META_CONFIG, config_json)
+        .metadata(META_KIND, kind);
     model.save_into(&mut store).map_err(|e| ModelError::CheckpointWrite { path: path.to_path_buf(), reason: e.to_string() })
 }
 
@@ -231,6 +334,15 @@ pub fn native_metadata(path: &Path) -> Option<(String, String)> {
     let reader = burn_pack::Reader::from_file(path).ok()?;
     let meta = reader.metadata();
     Some((meta.get(META_MODEL)?.clone(), meta.get(META_CONFIG)?.clone()))
+}
+
+/// What a Kiln checkpoint holds ([`KIND_CLASSIFIER`] when it does not say), or `None` if the
+/// file is not a Kiln checkpoint.
+pub fn native_kind(path: &Path) -> Option<String> {
+    let reader = burn_pack::Reader::from_file(path).ok()?;
+    let meta = reader.metadata();
+    meta.get(META_MODEL)?;
+    Some(meta.get(META_KIND).cloned().unwrap_or_else(|| KIND_CLASSIFIER.to_string()))
 }
 
 /// Loads a Kiln checkpoint into a model built from the configuration it records.

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_ids};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales};
 use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::davit::{self, DaVit, DaVitConfig};
 use crate::error::ModelError;
@@ -279,11 +279,11 @@ impl ModelConfig {
     /// timm's layer-wise lr decay (`param_groups_layer_decay`): the lr multiplier of each path,
     /// `decay^(deepest id − id)`, so the head keeps the full lr and the stem gets the least.
     pub fn layer_decay_scales(&self, paths: &[String], decay: f64) -> Vec<f64> {
-        let (ids, count) = layer_ids(paths, |p| self.layer_ordinal(p));
-        ids.into_iter().map(|id| decay.powi((count - 1 - id) as i32)).collect()
+        layer_decay_scales(paths, decay, |p| self.layer_ordinal(p))
     }
 
-    fn key_map(&self) -> KeyMap {
+    /// How the family's timm (or official) checkpoints map onto its modules.
+    pub fn key_map(&self) -> KeyMap {
         match self {
             Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
             Self::DaVit(_) => KeyMap { rename: davit::timm_key, classifier_prefix: "head.fc." },
@@ -291,6 +291,22 @@ impl ModelConfig {
             // head.norm and head.pre_logits do not depend on the class count
             Self::MaxVit(_) => KeyMap { rename: maxvit::timm_key, classifier_prefix: "head.fc." },
         }
+    }
+}
+
+/// The `{"family": ..., "config": {...}}` form of [`ModelConfig::to_json`], so configurations
+/// that hold a backbone (a segmenter's) serialise with serde.
+impl Serialize for ModelConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value: serde_json::Value = serde_json::from_str(&self.to_json()).expect("to_json writes JSON");
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Self::from_json(&value.to_string()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -373,6 +389,12 @@ impl LoadedModel {
             path: path.to_path_buf(),
             reason: "not a Kiln checkpoint (no model metadata)".into(),
         })?;
+        if checkpoint::native_kind(path).as_deref() == Some(checkpoint::KIND_SEGMENTER) {
+            return Err(ModelError::CheckpointUnreadable {
+                path: path.to_path_buf(),
+                reason: "it is a segmenter checkpoint; load it as a segmenter (LoadedSegmenter::from_native)".into(),
+            });
+        }
         let mut loaded = Self::build(&name, ModelConfig::from_json(&json)?, device)?;
         checkpoint::load_native(&mut loaded.model, path, &name)?;
         Ok(loaded)

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod channel_attention;
+pub mod conv_module;
 pub mod conv_pos_enc;
 pub mod conv_stem;
 pub mod cross_attention;
@@ -18,11 +19,13 @@ pub mod norm;
 pub mod patch;
 pub mod pool;
 pub mod relative_position;
+pub mod resize;
 pub mod window;
 pub mod window_attention;
 
 pub use activation::{Gelu, gelu_tanh};
 pub use channel_attention::{ChannelGroupAttention, ChannelGroupAttentionConfig};
+pub use conv_module::{ConvModule, ConvModuleConfig, Dropout2d};
 pub use conv_pos_enc::{ConvPosEnc, ConvPosEncConfig};
 pub use conv_stem::{ConvDownsample, ConvLayer, ConvResidual, ConvStem, ConvStemConfig};
 pub use cross_attention::{CrossAttention, CrossAttentionConfig};
@@ -37,6 +40,7 @@ pub use relative_position::{
     RelativePositionBiasTf, RelativePositionBiasTfConfig, relative_position_index, relative_position_index_tf,
     resize_relative_position_table,
 };
+pub use resize::{adaptive_avg_pool, resize_bilinear};
 pub use window::{grid_partition, grid_reverse, shifted_window_mask, window_partition, window_reverse};
 pub use window_attention::{WindowAttention, WindowAttentionConfig, multi_head_attention};
 

@@ -12,7 +12,8 @@ use burn::tensor::{DType, Distribution};
 use kiln_models::checkpoint::read_state_dict;
 use kiln_models::{Backbone, LoadedModel, ModelConfig};
 
-fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
+/// Every learnable tensor by module path (BatchNorm's running statistics left out), as `f32`.
+pub fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
     model
         .collect(None, None, true)
         .into_iter()
