@@ -13,7 +13,7 @@ use kiln_data::{
     SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig,
 };
 use kiln_models::segment::{AuxHeadConfig, HeadKind, LoadedSegmenter, Segmenter, SegmenterConfig};
-use kiln_models::{LayerOrdinal, LoadReport, ModelError, checkpoint};
+use kiln_models::{LayerOrdinal, ModelError, checkpoint};
 use serde::Serialize;
 
 use crate::config::ResolvedConfig;
@@ -77,13 +77,22 @@ impl Network for LoadedSegmenter {
 }
 
 /// The class names and colours an experiment's data has: `data.classes_file`, else
-/// `<root>/classes.txt`, else ADE20K's 150.
+/// `<root>/classes.txt`, else ADE20K's 150 when the labels follow ADE20K's convention
+/// (`reduce_zero_label`).
 pub fn experiment_classes(cfg: &ResolvedConfig) -> Result<SegClasses, DataError> {
     let data = &cfg.experiment.data;
-    let listed = data.classes_file.clone().or_else(|| data.root.as_ref().map(|r| r.join("classes.txt")).filter(|p| p.is_file()));
-    match listed {
-        Some(path) => SegClasses::read(path),
-        None => Ok(SegClasses::ade20k()),
+    if let Some(path) = &data.classes_file {
+        return SegClasses::read(path);
+    }
+    let beside = data.root.as_ref().map(|r| r.join("classes.txt"));
+    match beside {
+        Some(path) if path.is_file() => SegClasses::read(path),
+        _ if data.reduce_zero_label.unwrap_or(true) => Ok(SegClasses::ade20k()),
+        _ => Err(DataError::InvalidData(format!(
+            "no class list: {} does not exist and data.reduce_zero_label = false says the labels are not ADE20K's; \
+             set data.classes_file, or point data.root at the data set (for fashion-scenes: run `kiln data fashion-scenes`)",
+            beside.map_or_else(|| "data.root/classes.txt".to_string(), |p| p.display().to_string())
+        ))),
     }
 }
 
@@ -130,11 +139,7 @@ fn open_split(cfg: &ResolvedConfig, classes: &SegClasses, split: &str, train: bo
         (false, _, _, Some(count)) => SegSubset::First(count),
         _ => SegSubset::All,
     };
-    let split = match split {
-        "training" => SegSplit::Training,
-        "validation" => SegSplit::Validation,
-        other => SegSplit::Other(other.to_string()),
-    };
+    let split = if split == "training" { SegSplit::Training } else { SegSplit::Validation };
     let config = SegFolderConfig {
         reduce_zero_label: data.reduce_zero_label.unwrap_or(true),
         classes: classes.clone(),
@@ -204,36 +209,12 @@ impl Segmentation {
         if let Some(weights) = &exp.model.pretrained {
             let report = net.load_backbone(weights)?;
             if !quiet {
-                eprintln!("{}", describe_load(weights, &report));
+                eprintln!("{} ({})", report.summary(), weights.display());
             }
         }
         let aux_weight = if exp.segmentation.aux_head { exp.segmentation.aux_weight } else { 0.0 };
         Ok((Self { train, val, classes, aux_weight, inference: experiment_inference(cfg) }, net))
     }
-}
-
-/// "loaded N tensors from W; new: decode_head (k tensors), ...; ignored: ..." for the terminal.
-pub fn describe_load(weights: &Path, report: &LoadReport) -> String {
-    let mut groups: Vec<(String, usize)> = Vec::new();
-    for key in &report.fresh {
-        let group = key.split('.').next().unwrap_or(key).to_string();
-        match groups.iter_mut().find(|(g, _)| *g == group) {
-            Some((_, n)) => *n += 1,
-            None => groups.push((group, 1)),
-        }
-    }
-    let new: Vec<String> = groups.iter().map(|(g, n)| format!("{g}.* ({n} tensors)")).collect();
-    let mut line = format!("loaded {} tensors from {}", report.loaded, weights.display());
-    if !new.is_empty() {
-        line += &format!("; new: {}", new.join(", "));
-    }
-    if !report.ignored.is_empty() {
-        line += &format!("; ignored {} checkpoint tensors ({}, ...)", report.ignored.len(), report.ignored[0]);
-    }
-    if !report.resized.is_empty() {
-        line += &format!("; resized {} position tables", report.resized.len());
-    }
-    line
 }
 
 /// mmseg's `CrossEntropyLoss` with `ignore_index` and its default `avg_non_ignore=False`: the
@@ -328,7 +309,7 @@ pub fn evaluate(
         let [_, h, w] = batch.mask_shape;
         let log_probs = predict_log_probs(&module, &batch, inference, [h, w], &device);
         let targets = Tensor::<3, Int>::from_data(TensorData::new(batch.masks.clone(), batch.mask_shape), &device);
-        let predicted = log_probs.clone().argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("class indices");
+        let predicted = log_probs.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("class indices");
         let predicted: Vec<usize> = predicted.into_iter().map(|p| p as usize).collect();
         confusion.add(&predicted, &batch.masks, IGNORE_INDEX as i64);
         let (picked, labelled) = log_probs_at_labels(log_probs, targets);
@@ -375,4 +356,74 @@ pub fn load_segmenter(weights: &Path, num_classes: usize, device: &Device) -> Re
         ))));
     }
     Ok(net)
+}
+
+/// The label map a segmenter predicts for one image, at the image's size, with the
+/// experiment's evaluation preprocessing and inference settings: what `kiln predict` writes.
+pub fn predict_image(module: &Segmenter, cfg: &ResolvedConfig, image: &kiln_data::RgbImage, device: &Device) -> Result<kiln_data::GrayImage, DataError> {
+    use kiln_data::SegTransform;
+    let (width, height) = image.dimensions();
+    let transform = transform_config(cfg, false).build_eval()?;
+    let example = transform.transform(image, &kiln_data::GrayImage::new(width, height), &mut kiln_data::Rng::seed_from_u64(0));
+    let [c, h, w] = example.image.shape();
+    let batch = SegBatch {
+        images: example.image.data,
+        shape: [1, c, h, w],
+        masks: Vec::new(),
+        mask_shape: [1, height as usize, width as usize],
+        indices: vec![0],
+        position: LoaderPosition::default(),
+    };
+    let log_probs = predict_log_probs(&module.valid(), &batch, &experiment_inference(cfg), [height as usize, width as usize], &device.clone().inner());
+    let labels = log_probs.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("class indices");
+    let labels: Vec<u8> = labels.into_iter().map(|l| l.clamp(0, 254) as u8).collect();
+    Ok(kiln_data::GrayImage::from_raw(width, height, labels).expect("one label per pixel"))
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_models::ModelConfig;
+    use kiln_models::swin::SwinConfig;
+
+    use super::*;
+
+    fn batch(device: &Device) -> SegBatch {
+        let x = Tensor::<4>::random([2, 3, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+        SegBatch {
+            images: x.into_data().try_to_vec::<f32>().unwrap(),
+            shape: [2, 3, 16, 16],
+            masks: vec![0; 2 * 16 * 16],
+            mask_shape: [2, 16, 16],
+            indices: vec![0, 1],
+            position: LoaderPosition::default(),
+        }
+    }
+
+    #[test]
+    fn a_sliding_window_that_covers_the_image_predicts_as_the_whole_image() {
+        let device = Device::flex();
+        let backbone = ModelConfig::Swin(SwinConfig::new([16, 16], 8, vec![1, 1], vec![1, 2], 4).with_patch_size(2).with_num_classes(3));
+        let config = SegmenterConfig::new(backbone, 5).with_channels(8).with_aux(AuxHeadConfig::new().with_channels(8));
+        let net = config.init(&device).unwrap().valid();
+        let batch = batch(&device);
+        let whole = Inference { mode: InferenceMode::Whole, tta_scales: Vec::new(), tta_flip: false };
+        let expected = predict_log_probs(&net, &batch, &whole, [16, 16], &device);
+        for (crop_size, stride) in [([16, 16], [8, 8]), ([24, 32], [16, 16])] {
+            let slide = Inference { mode: InferenceMode::Slide { crop_size, stride }, ..whole.clone() };
+            let got = predict_log_probs(&net, &batch, &slide, [16, 16], &device);
+            let diff = (got - expected.clone()).abs().max().into_scalar::<f32>();
+            assert_eq!(diff, 0.0, "crop {crop_size:?}");
+        }
+    }
+
+    #[test]
+    fn pixel_cross_entropy_ignores_255_and_averages_over_every_pixel_as_mmseg() {
+        let device = Device::flex();
+        // two pixels, two classes: logits (0, ln 3) -> p = (1/4, 3/4)
+        let logits = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 0.0, 3f32.ln(), 3f32.ln()], [1, 2, 1, 2]), &device);
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(vec![1i64, 255], [1, 1, 2]), &device);
+        let loss = pixel_cross_entropy(logits, targets).into_scalar::<f32>();
+        // (−ln 3/4 + 0) / 2 pixels
+        assert!((loss - (-(0.75f32).ln() / 2.0)).abs() < 1e-6, "{loss}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `kiln`: the command line over Kiln's crates.
 
 mod bench;
+mod data;
 mod device;
 mod eval;
 mod models;
@@ -40,6 +41,8 @@ enum Command {
     Eval(eval::Args),
     /// Measure training and inference throughput (images/s) and peak memory of a model.
     Bench(bench::Args),
+    /// Write data sets Kiln generates (`kiln data fashion-scenes`).
+    Data(data::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Data(args) => data::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

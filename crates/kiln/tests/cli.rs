@@ -253,3 +253,82 @@ fn bench_times_the_experiments_data_loader_alone() {
     let out = kiln(&["bench", "--model", "swin_tiny_patch4_window7_224", "--mode", "data"]);
     assert_clean_failure(&out, "--config");
 }
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn fashion_scenes_segmentation_trains_evaluates_and_predicts_through_the_cli() {
+    let dir = scratch("segmentation");
+    let scenes = dir.join("scenes");
+    let _ = std::fs::remove_dir_all(&scenes);
+    let fashion_mnist = repo().join("datasets/fashion-mnist");
+    let out = kiln(&["data", "fashion-scenes", "--out", scenes.to_str().unwrap(), "--fashion-mnist", fashion_mnist.to_str().unwrap(), "--train", "8", "--val", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Ankle boot"));
+    assert_eq!(std::fs::read_dir(scenes.join("annotations/validation")).unwrap().count(), 4);
+
+    let config = repo().join("configs/quickstart_seg.toml");
+    let config = config.to_str().unwrap();
+    let root = format!("data.root={:?}", scenes.display().to_string());
+    let small = ["--set", &root, "--set", "schedule.iters=2", "--set", "schedule.warmup_iters=1", "--set", "data.batch_size=4", "--set", "data.val_batch_size=2"];
+    let run = dir.join("run");
+    let mut args = vec!["train", config, "--output-dir", run.to_str().unwrap()];
+    args.extend(small);
+    let out = kiln(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mIoU"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let weights = run.join("checkpoints/last/model.bpk");
+    let eval_dir = dir.join("eval");
+    let mut args = vec!["eval", config, "--weights", weights.to_str().unwrap(), "--output-dir", eval_dir.to_str().unwrap()];
+    args.extend(&small[..2]);
+    let out = kiln(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("mIoU") && printed.contains("Sneaker"), "a per-class table: {printed}");
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(eval_dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval["per_class"].as_array().unwrap().len(), 11);
+    let miou = eval["mIoU"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&miou));
+    let record: serde_json::Value = serde_json::from_str(std::fs::read_to_string(eval_dir.join("metrics.jsonl")).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!((record["kind"].as_str(), record["mIoU"].as_f64()), (Some("eval"), Some(miou)));
+    // the run's own last evaluation saw the same weights and data
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &serde_json::Value| v["kind"] == "eval").collect();
+    assert_eq!(logged.last().unwrap()["mIoU"].as_f64().unwrap(), miou);
+
+    let image = scenes.join("images/validation/00001.png");
+    let predictions = dir.join("predictions");
+    // without the data set the class list is unknown: refused, naming the missing file
+    let out = kiln(&["predict", "--config", config, "--weights", weights.to_str().unwrap(), image.to_str().unwrap(), "--set", "data.root=\"nowhere\""]);
+    assert_clean_failure(&out, "nowhere/classes.txt");
+    let mut args = vec!["predict", "--config", config, "--weights", weights.to_str().unwrap(), "--output-dir", predictions.to_str().unwrap(), "--json"];
+    args.extend(&small[..2]);
+    args.push(image.to_str().unwrap());
+    let out = kiln(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let areas = summary["classes"].as_array().unwrap();
+    let pixels: u64 = areas.iter().map(|a| a["pixels"].as_u64().unwrap()).sum();
+    assert_eq!(pixels, 64 * 64, "every pixel gets a class");
+    let mask = image::open(predictions.join("00001_mask.png")).unwrap().to_rgb8();
+    let overlay = image::open(predictions.join("00001_overlay.png")).unwrap().to_rgb8();
+    assert_eq!((mask.dimensions(), overlay.dimensions()), ((64, 64), (64, 64)));
+    // the mask is drawn in the data set's palette, one colour per predicted class
+    let palette: Vec<[u8; 3]> = std::fs::read_to_string(scenes.join("classes.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Vec<u8> = l.split_whitespace().rev().take(3).map(|n| n.parse().unwrap()).collect();
+            [v[2], v[1], v[0]]
+        })
+        .collect();
+    let used: std::collections::BTreeSet<usize> = areas.iter().map(|a| a["index"].as_u64().unwrap() as usize).collect();
+    assert!(mask.pixels().all(|p| used.iter().any(|&i| palette[i] == p.0)));
+    assert!(predictions.join("00001.json").exists());
+
+    // a segmenter's prediction needs a segmenter checkpoint
+    let out = kiln(&["predict", "--config", config, image.to_str().unwrap()]);
+    assert_clean_failure(&out, "--weights");
+}

@@ -145,7 +145,14 @@ impl ResolvedConfig {
         }
         text.push_str(".\n# Every value is written out: training from this file repeats the experiment.\n");
         text.push_str(&format!("# Architecture ({}): {}\n\n", self.model.family(), self.model.to_json()));
-        text.push_str(&toml::to_string(&self.experiment).expect("an experiment serialises to TOML"));
+        let mut table = toml::Table::try_from(&self.experiment).expect("an experiment serialises to TOML");
+        if self.experiment.schedule.iters.is_some()
+            && let Some(toml::Value::Table(schedule)) = table.get_mut("schedule")
+        {
+            // an iteration-based length: the epoch count plays no part and may not be set beside it
+            schedule.remove("epochs");
+        }
+        text.push_str(&toml::to_string(&table).expect("an experiment serialises to TOML"));
         text
     }
 

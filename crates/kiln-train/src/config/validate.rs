@@ -297,14 +297,7 @@ fn check_data(config: &ExperimentConfig, c: &mut Checker<'_>) {
     }
     match data.dataset {
         DatasetKind::FashionMnist => {
-            for (key, split) in [("data.train_split", &data.train_split), ("data.val_split", &data.val_split)] {
-                if let Some(split) = split
-                    && split != "train"
-                    && split != "test"
-                {
-                    c.fail(key, format!("Fashion-MNIST's splits are `train` and `test`, not `{split}`"));
-                }
-            }
+            check_splits(config, "Fashion-MNIST's", ["train", "test"], c);
             if let Some(pad) = data.pad_to
                 && pad > 0
                 && pad < 28
@@ -312,23 +305,11 @@ fn check_data(config: &ExperimentConfig, c: &mut Checker<'_>) {
                 c.fail("data.pad_to", format!("Fashion-MNIST images are 28x28; padding makes them larger, not {pad}"));
             }
         }
-        DatasetKind::ImageFolder | DatasetKind::Ade20k => {
-            let layout = if data.dataset == DatasetKind::Ade20k { "images/" } else { "" };
-            if data.root.is_none() {
-                c.fail(
-                    "data.root",
-                    format!(
-                        "required for {} (data.dataset, {}): the directory holding {}{}/ and {}{}/",
-                        data.dataset.as_str(),
-                        c.where_set("data.dataset"),
-                        layout,
-                        data.train_split.as_deref().unwrap_or("train"),
-                        layout,
-                        data.val_split.as_deref().unwrap_or("val"),
-                    ),
-                );
-            }
+        DatasetKind::Ade20k => {
+            check_splits(config, "the ADE20K layout's", ["training", "validation"], c);
+            check_root(config, c);
         }
+        DatasetKind::ImageFolder => check_root(config, c),
     }
     if let (Some(mode), Some(chans)) = (data.grayscale, config.model.in_chans) {
         let wanted = match mode {
@@ -347,6 +328,37 @@ fn check_data(config: &ExperimentConfig, c: &mut Checker<'_>) {
                 ),
             );
         }
+    }
+}
+
+/// A data set with fixed split names: `data.train_split` and `data.val_split` must be one.
+fn check_splits(config: &ExperimentConfig, owner: &str, [a, b]: [&str; 2], c: &mut Checker<'_>) {
+    let data = &config.data;
+    for (key, split) in [("data.train_split", &data.train_split), ("data.val_split", &data.val_split)] {
+        if let Some(split) = split
+            && split != a
+            && split != b
+        {
+            c.fail(key, format!("{owner} splits are `{a}` and `{b}`, not `{split}`"));
+        }
+    }
+}
+
+/// An image folder or ADE20K tree has no default location.
+fn check_root(config: &ExperimentConfig, c: &mut Checker<'_>) {
+    let data = &config.data;
+    let layout = if data.dataset == DatasetKind::Ade20k { "images/" } else { "" };
+    if data.root.is_none() {
+        c.fail(
+            "data.root",
+            format!(
+                "required for {} (data.dataset, {}): the directory holding {layout}{}/ and {layout}{}/",
+                data.dataset.as_str(),
+                c.where_set("data.dataset"),
+                data.train_split.as_deref().unwrap_or("train"),
+                data.val_split.as_deref().unwrap_or("val"),
+            ),
+        );
     }
 }
 
