@@ -432,9 +432,7 @@ impl ParamPlan {
         let names: Vec<String> = params.iter().map(|(_, name, _)| name.clone()).collect();
         let mut by_scale: Vec<(f64, Vec<ParamId>)> = Vec::new();
         if let Some(decay) = exp.optim.layer_decay {
-            let (ids, count) = kiln_models::layer_ids(&names, |p| net.layer_ordinal(p));
-            // timm's param_groups_layer_decay: decay^(deepest id − id), the head unscaled
-            let scales = ids.into_iter().map(|id| decay.powi((count - 1 - id) as i32));
+            let scales = kiln_models::backbone::layer_decay_scales(&names, decay, |p| net.layer_ordinal(p));
             for ((id, _, _), scale) in params.iter().zip(scales) {
                 match by_scale.iter_mut().find(|(s, _)| *s == scale) {
                     Some((_, ids)) => ids.push(*id),

@@ -171,38 +171,51 @@ fn an_interrupted_iteration_run_resumes_to_the_same_weights_and_metrics() {
     let _turn = serial();
     let dir = scratch("resume");
     let data = scenes(&dir);
-    let straight_dir = dir.join("straight");
-    let interrupted_dir = dir.join("interrupted");
-    std::fs::create_dir_all(&straight_dir).unwrap();
-    std::fs::create_dir_all(&interrupted_dir).unwrap();
-    // 12 images in batches of 4: 3 steps per epoch, so the run spans two epochs and the stop at
-    // step 2 lands mid-epoch
-    let straight = kiln_train::config::load(experiment(&straight_dir, &data, &family("swin"), ""), &[]).unwrap();
-    let summary = train(&straight, &quiet()).unwrap();
-    assert_eq!(summary.steps, 6);
-    let interrupted = kiln_train::config::load(experiment(&interrupted_dir, &data, &family("swin"), ""), &[]).unwrap();
-    let stopped = train(&interrupted, &TrainOptions { max_steps: Some(2), ..quiet() }).unwrap();
-    assert_eq!(stopped.steps, 2);
-    let resumed = train(&interrupted, &TrainOptions { resume: true, ..quiet() }).unwrap();
-    assert_eq!(resumed.steps, 6);
+    // with and without an EMA of the weights, evaluated beside the model
+    for (name, sets) in [("plain", vec![]), ("ema", vec!["train.ema=true", "train.ema_decay=0.9", "eval.ema=true"])] {
+        let sets: Vec<String> = sets.into_iter().map(String::from).collect();
+        let straight_dir = dir.join(name).join("straight");
+        let interrupted_dir = dir.join(name).join("interrupted");
+        std::fs::create_dir_all(&straight_dir).unwrap();
+        std::fs::create_dir_all(&interrupted_dir).unwrap();
+        // 12 images in batches of 4: 3 steps per epoch, so the run spans two epochs and the stop
+        // at step 2 lands mid-epoch
+        let straight = kiln_train::config::load(experiment(&straight_dir, &data, &family("swin"), ""), &sets).unwrap();
+        let summary = train(&straight, &quiet()).unwrap();
+        assert_eq!(summary.steps, 6);
+        let interrupted = kiln_train::config::load(experiment(&interrupted_dir, &data, &family("swin"), ""), &sets).unwrap();
+        let stopped = train(&interrupted, &TrainOptions { max_steps: Some(2), ..quiet() }).unwrap();
+        assert_eq!(stopped.steps, 2);
+        let resumed = train(&interrupted, &TrainOptions { resume: true, ..quiet() }).unwrap();
+        assert_eq!(resumed.steps, 6);
 
-    let a = tensors(&straight_dir.join("run/checkpoints/last/model.bpk"));
-    let b = tensors(&interrupted_dir.join("run/checkpoints/last/model.bpk"));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert_eq!(x, y, "{name} differs after resume");
+        let mut files = vec!["model.bpk"];
+        if name == "ema" {
+            files.push("ema.bpk");
+        }
+        for file in files {
+            let a = tensors(&straight_dir.join("run/checkpoints/last").join(file));
+            let b = tensors(&interrupted_dir.join("run/checkpoints/last").join(file));
+            assert_eq!(a.len(), b.len());
+            for ((tensor, x), (_, y)) in a.iter().zip(&b) {
+                assert_eq!(x, y, "{name}: {file}: {tensor} differs after resume");
+            }
+        }
+        let strip = |mut r: serde_json::Value| {
+            r.as_object_mut().unwrap().remove("time");
+            r.as_object_mut().unwrap().remove("images_per_s");
+            r
+        };
+        let evals = |run: &Path| records(run, "eval").into_iter().map(strip).collect::<Vec<_>>();
+        let logged = evals(&straight_dir.join("run"));
+        assert_eq!(logged.len(), 2, "evaluated at steps 3 and 6");
+        if name == "ema" {
+            assert!(logged.iter().all(|r| r["mIoU_ema"].is_number()), "{logged:?}");
+        }
+        assert_eq!(logged, evals(&interrupted_dir.join("run")), "{name}");
+        let losses = |run: &Path| records(run, "train").into_iter().map(strip).collect::<Vec<_>>();
+        assert_eq!(losses(&straight_dir.join("run")), losses(&interrupted_dir.join("run")), "{name}");
     }
-    let strip = |mut r: serde_json::Value| {
-        r.as_object_mut().unwrap().remove("time");
-        r.as_object_mut().unwrap().remove("images_per_s");
-        r
-    };
-    let evals = |run: &Path| records(run, "eval").into_iter().map(strip).collect::<Vec<_>>();
-    let logged = evals(&straight_dir.join("run"));
-    assert_eq!(logged.len(), 2, "evaluated at steps 3 and 6");
-    assert_eq!(logged, evals(&interrupted_dir.join("run")));
-    let losses = |run: &Path| records(run, "train").into_iter().map(strip).collect::<Vec<_>>();
-    assert_eq!(losses(&straight_dir.join("run")), losses(&interrupted_dir.join("run")));
 }
 
 #[test]

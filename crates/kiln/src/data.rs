@@ -27,7 +27,7 @@ struct FashionScenesArgs {
     #[arg(long, default_value = "datasets/fashion-mnist")]
     fashion_mnist: PathBuf,
     /// Training images (from Fashion-MNIST's training split).
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 10000)]
     train: usize,
     /// Validation images (from Fashion-MNIST's test split).
     #[arg(long, default_value_t = 500)]
