@@ -5,8 +5,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+pub use kiln_nn::resize_bilinear;
 use serde::{Deserialize, Serialize};
 
 /// How one image (at one scale) is passed through the network.
@@ -23,18 +22,6 @@ pub enum InferenceMode {
         /// `[height, width]` step between windows.
         stride: [usize; 2],
     },
-}
-
-/// Bilinear resize with half-pixel centres (PyTorch's `align_corners=False`), mmseg's `resize`.
-///
-/// # Shapes
-/// - `x`: `[batch, channels, h, w]` -> `[batch, channels, size[0], size[1]]`
-pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    if [h, w] == size {
-        return x;
-    }
-    interpolate(x, InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size(size))
 }
 
 /// The top-left corners of mmseg's sliding windows along one axis: `max(len − crop + stride − 1,
