@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-pub use kiln_nn::resize_bilinear;
+use kiln_nn::resize_bilinear;
 use serde::{Deserialize, Serialize};
 
 /// How one image (at one scale) is passed through the network.

@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::config::ResolvedConfig;
 use crate::config::schema::{DecodeHeadName, TestMode};
-use crate::seg_inference::{InferenceMode, infer, infer_tta, resize_bilinear};
+use crate::seg_inference::{InferenceMode, infer, infer_tta};
+use kiln_nn::resize_bilinear;
 use crate::seg_metrics::{SegConfusion, SegMetrics};
 use crate::train::{Evaluation, Network, Task, TrainError};
 
