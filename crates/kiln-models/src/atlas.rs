@@ -36,11 +36,11 @@
 //!
 //! `kiln predict --model atlas_base_1024 --weights atlas_B_res1024.pth --json image.png`
 
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, Relu};
+use burn::nn::{Linear, Relu};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use kiln_nn::{
-    ConvStem, ConvStemConfig, CrossAttention, CrossAttentionConfig, DropPath, Mlp, MlpConfig, drop_path_schedule,
+    ConvStem, ConvStemConfig, CrossAttention, CrossAttentionConfig, DropPath, LayerNorm, LayerNormConfig, Mlp, MlpConfig, drop_path_schedule,
     init, max_pool_ceil, max_pool_pyramid, window_partition, window_reverse,
 };
 

@@ -22,12 +22,12 @@
 //! `kiln predict --model davit_tiny --weights davit_tiny.safetensors cat.png`
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{LayerNorm, LayerNormConfig, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use kiln_nn::{
     ChannelGroupAttention, ChannelGroupAttentionConfig, ClassifierHead, ClassifierHeadConfig, ConvPosEnc,
-    ConvPosEncConfig, DropPath, LayerNorm2d, LayerNorm2dConfig, Mlp, MlpConfig, WindowAttention,
+    ConvPosEncConfig, DropPath, LayerNorm, LayerNorm2d, LayerNorm2dConfig, LayerNormConfig, Mlp, MlpConfig, WindowAttention,
     WindowAttentionConfig, drop_path_schedule, window_partition, window_reverse,
 };
 

@@ -19,10 +19,10 @@
 //! `kiln predict --model maxvit_tiny_tf_224 --weights maxvit_tiny_tf_224.safetensors cat.png`
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use kiln_nn::{
-    ClassifierHead, ClassifierHeadConfig, DropPath, Gelu, LayerNorm2d, LayerNorm2dConfig, MbConvBlock, MbConvBlockConfig, Mlp,
+    ClassifierHead, ClassifierHeadConfig, DropPath, Gelu, LayerNorm, LayerNorm2d, LayerNorm2dConfig, LayerNormConfig, MbConvBlock, MbConvBlockConfig, Mlp,
     MlpConfig, RelativePositionBiasTf, RelativePositionBiasTfConfig, batch_norm, drop_path_schedule, grid_partition,
     grid_reverse, init, multi_head_attention, window_partition, window_reverse,
 };

@@ -14,11 +14,10 @@
 //!
 //! `kiln predict --model swin_tiny_patch4_window7_224 --weights swin_tiny.safetensors cat.png`
 
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use kiln_nn::{
-    ClassifierHead, ClassifierHeadConfig, DropPath, Mlp, MlpConfig, PatchEmbed, PatchEmbedConfig,
+    ClassifierHead, ClassifierHeadConfig, DropPath, LayerNorm, LayerNormConfig, Mlp, MlpConfig, PatchEmbed, PatchEmbedConfig,
     PatchMerging, PatchMergingConfig, WindowAttention, WindowAttentionConfig, drop_path_schedule,
     shifted_window_mask, window_partition, window_reverse,
 };

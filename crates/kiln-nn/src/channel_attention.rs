@@ -4,8 +4,8 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
+use crate::fused::softmax_last;
 use crate::init;
 
 /// Configuration of a [`ChannelGroupAttention`].
@@ -68,7 +68,7 @@ impl ChannelGroupAttention {
 
         let scale = (head_dim as f64).powf(-0.5);
         // [batch, heads, d, d]: channel-to-channel affinities summed over every token
-        let attn = softmax(k.mul_scalar(scale).swap_dims(2, 3).matmul(v), 3);
+        let attn = softmax_last(k.mul_scalar(scale).swap_dims(2, 3).matmul(v));
         let out = q.matmul(attn.swap_dims(2, 3));
         self.proj.forward(out.swap_dims(1, 2).reshape([batch, n, c]))
     }

@@ -7,8 +7,8 @@
 
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
+use crate::fused::softmax_last;
 use crate::init;
 
 /// The logit a masked key gets: its weight after the softmax is exactly 0 in f32, and a query
@@ -126,7 +126,7 @@ impl CrossAttention {
             }
             None => logits,
         };
-        softmax(logits, 3)
+        softmax_last(logits)
     }
 
     /// Attends with given queries, keys and values, merges heads and projects.

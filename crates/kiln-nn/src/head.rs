@@ -2,11 +2,12 @@
 //! with its optional parts switched on, timm's `NormMlpClassifierHead` (LayerNorm, a
 //! `Linear + tanh` pre-logits layer, dropout, linear) as MaxViT and DaViT use it.
 
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
 
 use crate::init;
+use crate::norm::{LayerNorm, LayerNormConfig};
 
 /// Configuration of a [`ClassifierHead`].
 #[derive(Config, Debug)]

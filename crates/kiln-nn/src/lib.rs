@@ -11,6 +11,7 @@ pub mod conv_pos_enc;
 pub mod conv_stem;
 pub mod cross_attention;
 pub mod drop_path;
+pub mod fused;
 pub mod head;
 pub mod init;
 pub mod mbconv;
@@ -33,7 +34,8 @@ pub use drop_path::{DropPath, drop_path_schedule};
 pub use head::{ClassifierHead, ClassifierHeadConfig, PreLogits};
 pub use mbconv::{Downsample2d, Downsample2dConfig, MbConvBlock, MbConvBlockConfig, SqueezeExcite, SqueezeExciteConfig, make_divisible};
 pub use mlp::{Mlp, MlpConfig};
-pub use norm::{LayerNorm2d, LayerNorm2dConfig, batch_norm};
+pub use fused::{layer_norm, softmax_last};
+pub use norm::{LayerNorm, LayerNorm2d, LayerNorm2dConfig, LayerNormConfig, batch_norm};
 pub use patch::{PatchEmbed, PatchEmbedConfig, PatchMerging, PatchMergingConfig};
 pub use pool::{max_pool_ceil, max_pool_pyramid};
 pub use relative_position::{

@@ -1,5 +1,5 @@
-//! Layer normalisation over the channel axis of channels-first maps, and batch normalisation
-//! with PyTorch's running statistics.
+//! Layer normalisation over the last axis and over the channel axis of channels-first maps, and
+//! batch normalisation with PyTorch's running statistics.
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
@@ -45,6 +45,49 @@ impl LayerNorm2d {
         let (var, mean) = x.clone().var_mean_bias(1);
         let x = (x - mean) / var.add_scalar(self.epsilon).sqrt();
         x * self.weight.val().reshape([1, channels, 1, 1]) + self.bias.val().reshape([1, channels, 1, 1])
+    }
+}
+
+/// Configuration of a [`LayerNorm`], as burn's `LayerNormConfig`.
+#[derive(Config, Debug)]
+pub struct LayerNormConfig {
+    /// Width of the last axis.
+    pub d_model: usize,
+    /// Added to the variance, as PyTorch's `eps`.
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+    /// Whether there is a shift `β`.
+    #[config(default = true)]
+    pub bias: bool,
+}
+
+/// LayerNorm over the last axis: burn's `LayerNorm` (same fields, so the same checkpoint keys),
+/// computed by [`crate::fused::layer_norm`], one autodiff node on burn-flex.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Scale `γ`, `[d_model]`.
+    pub gamma: Param<Tensor<1>>,
+    /// Shift `β`, `[d_model]`.
+    pub beta: Option<Param<Tensor<1>>>,
+    epsilon: f64,
+}
+
+impl LayerNormConfig {
+    /// Scale 1, shift 0.
+    pub fn init(&self, device: &Device) -> LayerNorm {
+        LayerNorm {
+            gamma: Param::from_tensor(Tensor::ones([self.d_model], device)),
+            beta: self.bias.then(|| Param::from_tensor(Tensor::zeros([self.d_model], device))),
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl LayerNorm {
+    /// # Shapes
+    /// - `x`: `[..., d_model]` -> same shape
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        crate::fused::layer_norm(x, self.gamma.val(), self.beta.as_ref().map(|b| b.val()), self.epsilon)
     }
 }
 

@@ -2,11 +2,12 @@
 //! downsampling between stages).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 
 use crate::init;
+use crate::norm::{LayerNorm, LayerNormConfig};
 
 /// Configuration of a [`PatchEmbed`].
 #[derive(Config, Debug)]

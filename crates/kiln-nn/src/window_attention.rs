@@ -4,8 +4,8 @@
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
+use crate::fused::softmax_last;
 use crate::{init, relative_position::relative_position_index};
 
 /// Configuration of a [`WindowAttention`].
@@ -141,7 +141,7 @@ pub fn multi_head_attention(
             + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
         .reshape([windows, heads, n, n]);
     }
-    let attn = attn_drop.forward(softmax(attn, 3));
+    let attn = attn_drop.forward(softmax_last(attn));
     attn.matmul(v).swap_dims(1, 2).reshape([windows, n, c])
 }
 
