@@ -50,7 +50,7 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
 }
 
 /// The kernels below are written for f32 on burn-flex, with or without autodiff.
-fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
+pub(crate) fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && x.device().inner() == Device::flex()
 }
 

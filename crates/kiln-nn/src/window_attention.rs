@@ -4,6 +4,8 @@
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::fused::softmax_last;
 use crate::{init, relative_position::relative_position_index};
@@ -131,6 +133,9 @@ pub fn multi_head_attention(
     let (q, k, v) = (take(0), take(1), take(2));
 
     let scale = (head_dim as f64).powf(-0.5);
+    if !qkv_is_tracked_or_foreign(&q) {
+        return fused_attention(q, k, v, scale, bias, mask).swap_dims(1, 2).reshape([windows, n, c]);
+    }
     let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
     if let Some(bias) = bias {
         attn = attn + bias.unsqueeze_dim::<4>(0);
@@ -143,6 +148,39 @@ pub fn multi_head_attention(
     }
     let attn = attn_drop.forward(softmax_last(attn));
     attn.matmul(v).swap_dims(1, 2).reshape([windows, n, c])
+}
+
+/// Autodiff needs the op-by-op graph above (burn's attention op has no backward of its own);
+/// burn's attention kernel is used on burn-flex only, where it is tested.
+fn qkv_is_tracked_or_foreign(q: &Tensor<4>) -> bool {
+    q.device().is_autodiff() || !crate::fused::runs_fused(q)
+}
+
+/// Inference through burn's attention op: on burn-flex, logits, bias, softmax and the product
+/// with `v` per window and head in one kernel, without the logits as a tensor. The kernel
+/// broadcasts a bias over batch and heads only, so a per-window mask folds the windows of one
+/// image into the head axis: `[windows, heads]` is `[batch, num_windows · heads]`.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[windows, heads, N, head_dim]`; `bias`: `[heads, N, N]`; `mask`:
+///   `[num_windows, N, N]` -> `[windows, heads, N, head_dim]`
+fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>) -> Tensor<4> {
+    let [windows, heads, n, head_dim] = q.dims();
+    let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+    let (groups, bias) = match (bias, mask) {
+        (bias, None) => (1, bias.map(|b| b.unsqueeze_dim::<4>(0))),
+        (bias, Some(mask)) => {
+            let num_windows = mask.dims()[0];
+            let per_window = mask.unsqueeze_dim::<4>(1).expand([num_windows, heads, n, n]);
+            let logits_bias = match bias {
+                Some(bias) => per_window + bias.unsqueeze_dim::<4>(0),
+                None => per_window,
+            };
+            (num_windows, Some(logits_bias.reshape([1, num_windows * heads, n, n])))
+        }
+    };
+    let fold = |t: Tensor<4>| t.reshape([windows / groups, groups * heads, n, head_dim]);
+    attention(fold(q), fold(k), fold(v), None, bias, options).reshape([windows, heads, n, head_dim])
 }
 
 #[cfg(test)]
@@ -206,6 +244,32 @@ mod tests {
         let expected = reference(&att, &x.into_data().try_to_vec::<f32>().unwrap(), windows, n, c, Some(&mask_values));
         for (g, e) in got.iter().zip(&expected) {
             assert!((g - e).abs() < 1e-4, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn inference_kernel_equals_the_op_by_op_graph() {
+        // Without autodiff, attention runs in burn's attention kernel; on an autodiff device it is
+        // built op by op. Both, with and without position bias and shifted-window mask.
+        let (plain, tracked) = (Device::flex(), Device::flex().autodiff());
+        let (windows, num_windows, heads, n, head_dim) = (6, 3, 2, 9, 4);
+        let c = heads * head_dim;
+        let qkv = Tensor::<3>::random([windows, n, 3 * c], Distribution::Normal(0.0, 1.0), &plain);
+        let bias = Tensor::<3>::random([heads, n, n], Distribution::Normal(0.0, 1.0), &plain);
+        let mask_values: Vec<f32> = (0..num_windows * n * n).map(|i| if i % 5 == 0 { -100.0 } else { 0.0 }).collect();
+        let mask = Tensor::<3>::from_data(TensorData::new(mask_values, [num_windows, n, n]), &plain);
+        let drop = DropoutConfig::new(0.0).init();
+        for (with_bias, with_mask) in [(false, false), (true, false), (false, true), (true, true)] {
+            // `to_device` between a device and its autodiff twin keeps the device: copy the data.
+            let on = |device: &Device| {
+                let copy = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), device);
+                let (bias, mask) = (with_bias.then(|| copy(&bias)), with_mask.then(|| copy(&mask)));
+                assert_eq!(copy(&qkv).device().is_autodiff(), device.is_autodiff());
+                crate::test_values(multi_head_attention(copy(&qkv), heads, bias, mask, &drop))
+            };
+            for (f, g) in on(&plain).iter().zip(on(&tracked)) {
+                assert!((f - g).abs() < 1e-5, "bias {with_bias}, mask {with_mask}: kernel {f}, graph {g}");
+            }
         }
     }
 
