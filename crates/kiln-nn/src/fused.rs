@@ -193,7 +193,7 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
         .map(|((dx, xs), gs)| {
             let mut sums = vec![0.0f32; 2 * n];
             let (dgamma, dbeta) = sums.split_at_mut(n);
-            let mut gg = vec![0.0f32; n];
+            let (mut gg, mut xhat) = (vec![0.0f32; n], vec![0.0f32; n]);
             for ((dx, x), g) in dx.chunks_exact_mut(n).zip(xs.chunks_exact(n)).zip(gs.chunks_exact(n)) {
                 let mean = x.iter().sum::<f32>() / n as f32;
                 let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
@@ -201,16 +201,15 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
                 let (mut sum_gg, mut sum_gg_xhat) = (0.0f32, 0.0f32);
                 for i in 0..n {
                     gg[i] = g[i] * gammas[i];
-                    let xhat = (x[i] - mean) * rstd;
+                    xhat[i] = (x[i] - mean) * rstd;
                     sum_gg += gg[i];
-                    sum_gg_xhat += gg[i] * xhat;
-                    dgamma[i] += g[i] * xhat;
+                    sum_gg_xhat += gg[i] * xhat[i];
+                    dgamma[i] += g[i] * xhat[i];
                     dbeta[i] += g[i];
                 }
                 let (mean_gg, mean_gg_xhat) = (sum_gg / n as f32, sum_gg_xhat / n as f32);
                 for i in 0..n {
-                    let xhat = (x[i] - mean) * rstd;
-                    dx[i] = rstd * (gg[i] - mean_gg - xhat * mean_gg_xhat);
+                    dx[i] = rstd * (gg[i] - mean_gg - xhat[i] * mean_gg_xhat);
                 }
             }
             sums

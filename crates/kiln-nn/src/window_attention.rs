@@ -133,9 +133,17 @@ pub fn multi_head_attention(
     let (q, k, v) = (take(0), take(1), take(2));
 
     let scale = (head_dim as f64).powf(-0.5);
-    if !qkv_is_tracked_or_foreign(&q) {
-        return fused_attention(q, k, v, scale, bias, mask).swap_dims(1, 2).reshape([windows, n, c]);
-    }
+    let out = if runs_attention_kernel(&q) {
+        fused_attention(q, k, v, scale, bias, mask)
+    } else {
+        attention_graph(q, k, v, scale, bias, mask, attn_drop)
+    };
+    out.swap_dims(1, 2).reshape([windows, n, c])
+}
+
+/// The op-by-op graph autodiff needs: `[windows, heads, N, head_dim]` -> same.
+fn attention_graph(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>, attn_drop: &Dropout) -> Tensor<4> {
+    let [windows, heads, n, _] = q.dims();
     let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
     if let Some(bias) = bias {
         attn = attn + bias.unsqueeze_dim::<4>(0);
@@ -146,14 +154,13 @@ pub fn multi_head_attention(
             + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
         .reshape([windows, heads, n, n]);
     }
-    let attn = attn_drop.forward(softmax_last(attn));
-    attn.matmul(v).swap_dims(1, 2).reshape([windows, n, c])
+    attn_drop.forward(softmax_last(attn)).matmul(v)
 }
 
-/// Autodiff needs the op-by-op graph above (burn's attention op has no backward of its own);
-/// burn's attention kernel is used on burn-flex only, where it is tested.
-fn qkv_is_tracked_or_foreign(q: &Tensor<4>) -> bool {
-    q.device().is_autodiff() || !crate::fused::runs_fused(q)
+/// Burn's attention op has no backward of its own, so autodiff takes the graph; its kernel is
+/// used on burn-flex only, where it is tested.
+fn runs_attention_kernel(q: &Tensor<4>) -> bool {
+    !q.device().is_autodiff() && crate::fused::runs_fused(q)
 }
 
 /// Inference through burn's attention op: on burn-flex, logits, bias, softmax and the product
