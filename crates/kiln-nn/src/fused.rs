@@ -1,12 +1,14 @@
-//! Softmax over the last axis and layer normalisation as single autodiff nodes on burn-flex.
+//! Softmax over the last axis, layer normalisation and window attention as single autodiff
+//! nodes on burn-flex.
 //!
 //! burn's autodiff has no rule for either op, so it records the backend's default decomposition:
 //! softmax as max, subtract, exp, sum and divide, layer norm as nine element-wise and reduction
 //! ops, each keeping its operands alive for the backward pass. Attention over many small windows
 //! and a layer norm before every attention and MLP make that a large share of a training step.
 //! Here each op is one node: the forward is burn-flex's own fused kernel, the backward one pass
-//! over rows. It is added through burn's backend-extension mechanism; on any other backend (wgpu)
-//! or dtype, [`softmax_last`] and [`layer_norm`] call burn's ops unchanged.
+//! over rows. Window attention ([`window_attention`], kernels in `attention_kernel`) keeps only
+//! the qkv projection and the probabilities for its backward pass. All are added through burn's
+//! backend-extension mechanism; on any other backend (wgpu) or dtype, callers take burn's ops.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -19,6 +21,8 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use crate::attention_kernel::{self, AttentionShape, Isa};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///
@@ -49,6 +53,29 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
     }
 }
 
+/// Multi-head attention within windows from a fused qkv projection, one autodiff node:
+/// `softmax(scale·q·kᵀ + bias + mask)·v` per window and head, heads concatenated again. Only for
+/// tensors where [`runs_fused`] holds; the caller takes the op-by-op graph elsewhere.
+///
+/// # Shapes
+/// - `qkv`: `[windows, N, 3·C]`, channels `[q | k | v]`, each head-major
+/// - `bias`: `[heads, N, N]` for every window; `mask`: `[num_windows, N, N]`, window `w` takes
+///   `mask[w mod num_windows]`
+/// - returns `[windows, N, C]`
+pub(crate) fn window_attention(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>) -> Tensor<3> {
+    let [_, n, _] = qkv.dims();
+    let device = qkv.device();
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([heads, n, n], &device));
+    let mask = mask.unwrap_or_else(|| Tensor::zeros([1, n, n], &device));
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_window_attention(
+        qkv.into_dispatch(),
+        bias.into_dispatch(),
+        mask.into_dispatch(),
+        heads,
+        scale,
+    ))
+}
+
 /// The kernels below are written for f32 on burn-flex, with or without autodiff.
 pub(crate) fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && x.device().inner() == Device::flex()
@@ -66,6 +93,14 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
+    /// Window attention, see [`window_attention`].
+    fn fused_window_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+    ) -> FloatTensor<Self>;
 }
 
 impl FusedOps for Flex {
@@ -77,6 +112,23 @@ impl FusedOps for Flex {
     fn fused_layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
         burn_flex::ops::activation::layer_norm(x, gamma, Some(beta), epsilon)
     }
+
+    fn fused_window_attention(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f64) -> FlexTensor {
+        let (shape, qkv, bias, mask) = attention_operands(qkv, bias, mask, heads);
+        let (out, _) = attention_kernel::forward(Isa::detect(), shape, scale as f32, qkv.storage(), bias.storage(), mask.storage(), false);
+        attention_output(out, &shape)
+    }
+}
+
+/// Contiguous operands of the attention kernel and the shape they describe.
+fn attention_operands(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize) -> (AttentionShape, FlexTensor, FlexTensor, FlexTensor) {
+    let (dims, mask_dims) = (qkv.layout().shape().clone(), mask.layout().shape().clone());
+    let shape = AttentionShape { windows: dims[0], tokens: dims[1], heads, head_dim: dims[2] / 3 / heads, mask_windows: mask_dims[0] };
+    (shape, qkv.to_contiguous(), bias.to_contiguous(), mask.to_contiguous())
+}
+
+fn attention_output(values: Vec<f32>, shape: &AttentionShape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, [shape.windows, shape.tokens, shape.heads * shape.head_dim]))
 }
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
@@ -108,6 +160,62 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 beta.into_primitive(),
                 epsilon,
             )),
+        }
+    }
+
+    fn fused_window_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        match WindowAttentionBackward.prepare::<C>([qkv.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (shape, qkv, bias, mask) = attention_operands(qkv.into_primitive(), bias.into_primitive(), mask.into_primitive(), heads);
+                let scale = scale as f32;
+                let (out, probs) = attention_kernel::forward(Isa::detect(), shape, scale, qkv.storage(), bias.storage(), mask.storage(), true);
+                let probs = probs.expect("probabilities kept for the backward pass");
+                prep.finish(AttentionState { shape, scale, qkv, probs }, attention_output(out, &shape))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_window_attention(
+                qkv.into_primitive(),
+                bias.into_primitive(),
+                mask.into_primitive(),
+                heads,
+                scale,
+            )),
+        }
+    }
+}
+
+/// What the attention's backward pass needs: the qkv projection and the probabilities.
+#[derive(Clone, Debug)]
+struct AttentionState {
+    shape: AttentionShape,
+    scale: f32,
+    qkv: FlexTensor,
+    probs: Vec<f32>,
+}
+
+/// Gradients of qkv and of the bias (the mask is a constant).
+#[derive(Debug)]
+struct WindowAttentionBackward;
+
+impl Backward<Flex, 2> for WindowAttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [qkv_node, bias_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let AttentionState { shape, scale, qkv, probs } = ops.state;
+        let (dqkv, dbias) = attention_kernel::backward(Isa::detect(), shape, scale, qkv.storage(), &probs, grad.storage(), bias_node.is_some());
+        if let Some(node) = qkv_node {
+            grads.register::<Flex>(node.id, f32_tensor(dqkv, &qkv));
+        }
+        if let (Some(node), Some(dbias)) = (bias_node, dbias) {
+            let dims = [shape.heads, shape.tokens, shape.tokens];
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dbias, dims)));
         }
     }
 }

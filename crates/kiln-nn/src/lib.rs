@@ -5,6 +5,7 @@
 //! to dense heads are channels-first (`[batch, channels, height, width]`).
 
 pub mod activation;
+mod attention_kernel;
 pub mod channel_attention;
 pub mod conv_module;
 pub mod conv_pos_enc;

@@ -4,10 +4,8 @@
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::fused::softmax_last;
+use crate::fused::{runs_fused, softmax_last, window_attention};
 use crate::{init, relative_position::relative_position_index};
 
 /// Configuration of a [`WindowAttention`].
@@ -125,25 +123,23 @@ pub fn multi_head_attention(
     mask: Option<Tensor<3>>,
     attn_drop: &Dropout,
 ) -> Tensor<3> {
-    let [windows, n, c3] = qkv.dims();
-    let (c, heads) = (c3 / 3, num_heads);
-    let head_dim = c / heads;
-    let qkv = qkv.reshape([windows, n, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
-    let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, head_dim]);
-    let (q, k, v) = (take(0), take(1), take(2));
-
-    let scale = (head_dim as f64).powf(-0.5);
-    let out = if runs_attention_kernel(&q) {
-        fused_attention(q, k, v, scale, bias, mask)
+    let [_, _, c3] = qkv.dims();
+    let scale = ((c3 / 3 / num_heads) as f64).powf(-0.5);
+    // Dropout on the probabilities exists in the graph only; it is off at inference.
+    if runs_fused(&qkv) && (attn_drop.prob == 0.0 || !qkv.device().is_autodiff()) {
+        window_attention(qkv, num_heads, scale, bias, mask)
     } else {
-        attention_graph(q, k, v, scale, bias, mask, attn_drop)
-    };
-    out.swap_dims(1, 2).reshape([windows, n, c])
+        attention_graph(qkv, num_heads, scale, bias, mask, attn_drop)
+    }
 }
 
-/// The op-by-op graph autodiff needs: `[windows, heads, N, head_dim]` -> same.
-fn attention_graph(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>, attn_drop: &Dropout) -> Tensor<4> {
-    let [windows, heads, n, _] = q.dims();
+/// The same attention op by op, for other backends and dtypes and for attention dropout.
+fn attention_graph(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>, attn_drop: &Dropout) -> Tensor<3> {
+    let [windows, n, c3] = qkv.dims();
+    let c = c3 / 3;
+    let qkv = qkv.reshape([windows, n, 3, heads, c / heads]).permute([2, 0, 3, 1, 4]);
+    let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, c / heads]);
+    let (q, k, v) = (take(0), take(1), take(2));
     let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
     if let Some(bias) = bias {
         attn = attn + bias.unsqueeze_dim::<4>(0);
@@ -154,40 +150,7 @@ fn attention_graph(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, bias: O
             + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
         .reshape([windows, heads, n, n]);
     }
-    attn_drop.forward(softmax_last(attn)).matmul(v)
-}
-
-/// Burn's attention op has no backward of its own, so autodiff takes the graph; its kernel is
-/// used on burn-flex only, where it is tested.
-fn runs_attention_kernel(q: &Tensor<4>) -> bool {
-    !q.device().is_autodiff() && crate::fused::runs_fused(q)
-}
-
-/// Inference through burn's attention op: on burn-flex, logits, bias, softmax and the product
-/// with `v` per window and head in one kernel, without the logits as a tensor. The kernel
-/// broadcasts a bias over batch and heads only, so a per-window mask folds the windows of one
-/// image into the head axis: `[windows, heads]` is `[batch, num_windows · heads]`.
-///
-/// # Shapes
-/// - `q`, `k`, `v`: `[windows, heads, N, head_dim]`; `bias`: `[heads, N, N]`; `mask`:
-///   `[num_windows, N, N]` -> `[windows, heads, N, head_dim]`
-fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>) -> Tensor<4> {
-    let [windows, heads, n, head_dim] = q.dims();
-    let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
-    let (groups, bias) = match (bias, mask) {
-        (bias, None) => (1, bias.map(|b| b.unsqueeze_dim::<4>(0))),
-        (bias, Some(mask)) => {
-            let num_windows = mask.dims()[0];
-            let per_window = mask.unsqueeze_dim::<4>(1).expand([num_windows, heads, n, n]);
-            let logits_bias = match bias {
-                Some(bias) => per_window + bias.unsqueeze_dim::<4>(0),
-                None => per_window,
-            };
-            (num_windows, Some(logits_bias.reshape([1, num_windows * heads, n, n])))
-        }
-    };
-    let fold = |t: Tensor<4>| t.reshape([windows / groups, groups * heads, n, head_dim]);
-    attention(fold(q), fold(k), fold(v), None, bias, options).reshape([windows, heads, n, head_dim])
+    attn_drop.forward(softmax_last(attn)).matmul(v).swap_dims(1, 2).reshape([windows, n, c])
 }
 
 #[cfg(test)]
@@ -254,29 +217,53 @@ mod tests {
         }
     }
 
+    /// The kernel (with and without autodiff) against the op-by-op graph: outputs, and the
+    /// gradients of qkv and of the bias, with and without bias and shifted-window mask. Shapes:
+    /// a window of 9 tokens (not a multiple of the kernel's blocks), a head of 5 channels.
     #[test]
-    fn inference_kernel_equals_the_op_by_op_graph() {
-        // Without autodiff, attention runs in burn's attention kernel; on an autodiff device it is
-        // built op by op. Both, with and without position bias and shifted-window mask.
+    fn kernel_equals_the_op_by_op_graph_forward_and_backward() {
         let (plain, tracked) = (Device::flex(), Device::flex().autodiff());
-        let (windows, num_windows, heads, n, head_dim) = (6, 3, 2, 9, 4);
+        let (windows, num_windows, heads, n, head_dim) = (6, 3, 2, 9, 5);
         let c = heads * head_dim;
-        let qkv = Tensor::<3>::random([windows, n, 3 * c], Distribution::Normal(0.0, 1.0), &plain);
-        let bias = Tensor::<3>::random([heads, n, n], Distribution::Normal(0.0, 1.0), &plain);
+        let random = |shape: [usize; 3]| Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &plain);
+        let (qkv, bias, upstream) = (random([windows, n, 3 * c]), random([heads, n, n]), random([windows, n, c]));
         let mask_values: Vec<f32> = (0..num_windows * n * n).map(|i| if i % 5 == 0 { -100.0 } else { 0.0 }).collect();
         let mask = Tensor::<3>::from_data(TensorData::new(mask_values, [num_windows, n, n]), &plain);
         let drop = DropoutConfig::new(0.0).init();
-        for (with_bias, with_mask) in [(false, false), (true, false), (false, true), (true, true)] {
-            // `to_device` between a device and its autodiff twin keeps the device: copy the data.
-            let on = |device: &Device| {
-                let copy = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), device);
-                let (bias, mask) = (with_bias.then(|| copy(&bias)), with_mask.then(|| copy(&mask)));
-                assert_eq!(copy(&qkv).device().is_autodiff(), device.is_autodiff());
-                crate::test_values(multi_head_attention(copy(&qkv), heads, bias, mask, &drop))
-            };
-            for (f, g) in on(&plain).iter().zip(on(&tracked)) {
-                assert!((f - g).abs() < 1e-5, "bias {with_bias}, mask {with_mask}: kernel {f}, graph {g}");
+        let close = |what: &str, got: Vec<f32>, want: Vec<f32>| {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5 + 1e-4 * w.abs(), "{what}: kernel {g}, graph {w}");
             }
+        };
+        // `to_device` between a device and its autodiff twin keeps the device: copy the data.
+        let copy = |t: &Tensor<3>, device: &Device| Tensor::<3>::from_data(t.to_data(), device);
+        for (with_bias, with_mask) in [(false, false), (true, false), (false, true), (true, true)] {
+            let what = format!("bias {with_bias}, mask {with_mask}");
+            let run = |kernel: bool| {
+                let (qkv, bias) = (copy(&qkv, &tracked).require_grad(), copy(&bias, &tracked).require_grad());
+                let mask = with_mask.then(|| copy(&mask, &tracked));
+                let used_bias = with_bias.then(|| bias.clone());
+                let out = if kernel {
+                    multi_head_attention(qkv.clone(), heads, used_bias, mask, &drop)
+                } else {
+                    attention_graph(qkv.clone(), heads, (head_dim as f64).powf(-0.5), used_bias, mask, &drop)
+                };
+                let grads = (out.clone() * copy(&upstream, &tracked)).sum().backward();
+                let bias_grad = bias.grad(&grads).map(crate::test_values);
+                (crate::test_values(out), crate::test_values(qkv.grad(&grads).unwrap()), bias_grad)
+            };
+            let ((out, dqkv, dbias), (graph_out, graph_dqkv, graph_dbias)) = (run(true), run(false));
+            close(&format!("{what}: output"), out.clone(), graph_out);
+            close(&format!("{what}: ∂qkv"), dqkv, graph_dqkv);
+            assert_eq!(dbias.is_some(), with_bias, "{what}: a bias gradient exactly when there is a bias");
+            if let (Some(dbias), Some(graph_dbias)) = (dbias, graph_dbias) {
+                close(&format!("{what}: ∂bias"), dbias, graph_dbias);
+            }
+            // without autodiff: the same kernel, no probabilities kept
+            let mask = with_mask.then(|| mask.clone());
+            let inference = multi_head_attention(qkv.clone(), heads, with_bias.then(|| bias.clone()), mask, &drop);
+            close(&format!("{what}: inference"), crate::test_values(inference), out);
         }
     }
 
