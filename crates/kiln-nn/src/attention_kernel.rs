@@ -11,6 +11,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::{dot, exp};
+
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttentionShape {
@@ -76,7 +78,7 @@ mod x86 {
     /// Checks the operand extents once, so the loops below index without checks.
     #[inline(always)]
     fn check<const R: usize>(a: &[f32], a_row: usize, a_col: usize, k: usize, b: &[f32], ldb: usize, c: &[f32]) {
-        assert!(ldb % NR == 0 && b.len() >= k * ldb && c.len() >= R * ldb);
+        assert!(ldb.is_multiple_of(NR) && b.len() >= k * ldb && c.len() >= R * ldb);
         assert!(k == 0 || R == 0 || a.len() > (R - 1) * a_row + (k - 1) * a_col);
     }
 
@@ -150,6 +152,7 @@ mod x86 {
 
 /// `c[m × ldb] = a[m × k] · b[k × ldb]`, `a` strided as in [`RowBlock`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn matmul<K: RowBlock>(a: &[f32], a_row: usize, a_col: usize, m: usize, k: usize, b: &[f32], ldb: usize, c: &mut [f32]) {
     let mut i = 0;
     while i + MR <= m {
@@ -165,40 +168,6 @@ fn matmul<K: RowBlock>(a: &[f32], a_row: usize, a_col: usize, m: usize, k: usize
         2 => K::row_block::<2>(a, a_row, a_col, k, b, ldb, c),
         _ => K::row_block::<3>(a, a_row, a_col, k, b, ldb, c),
     }
-}
-
-/// `eˣ` to about one part in 10⁷ without a library call, so the softmax loop vectorises:
-/// `eˣ = 2ⁿ·eʳ` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` in a degree-6 polynomial. Inputs
-/// below −87 (masked logits) give `e⁻⁸⁷`, zero beside the row maximum's `1`.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts, so `n·LN2_HI` is exact (Cody and Waite)
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // adding then subtracting 1.5·2²³ rounds to the nearest integer in any SIMD width
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // SAFETY: n is an integer in [-126, 127] (x clamped above)
-    let n = unsafe { n.to_int_unchecked::<i32>() };
-    f32::from_bits(((n + 127) as u32) << 23) * p
-}
-
-/// Σ aᵢbᵢ with eight partial sums, so the loop vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (a, b) in a8.zip(b8) {
-        for k in 0..8 {
-            acc[k] += a[k] * b[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Softmax of one row in place.
@@ -276,6 +245,7 @@ fn unpack(src: &[f32], ld: usize, rows: usize, width: usize, dst: &mut [f32], st
 /// One window, every head. `qkv`: `[N, 3C]`; `bias`: `[heads, N, N]`; `mask`: `[N, N]`;
 /// `out`: `[N, C]`; `probs` (kept for the backward pass): `[heads, N, N]`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward_window<K: RowBlock>(s: &AttentionShape, scale: f32, qkv: &[f32], bias: &[f32], mask: &[f32], out: &mut [f32], mut probs: Option<&mut [f32]>, buf: &mut Scratch) {
     let (n, d, c) = (s.tokens, s.head_dim, s.channels());
     let (np, dp) = (padded(n), padded(d));
@@ -476,16 +446,6 @@ pub(crate) fn backward(isa: Isa, s: AttentionShape, scale: f32, qkv: &[f32], pro
 mod tests {
     use super::*;
 
-    #[test]
-    fn exp_is_within_a_few_ulps_of_std() {
-        for i in -8700..=8800 {
-            let x = i as f32 * 0.01;
-            let (got, want) = (exp(x), x.exp());
-            assert!((got - want).abs() <= 4e-7 * want, "exp({x}) = {got}, std {want}");
-        }
-        assert!(exp(-150.0) < 1e-37 && exp(-150.0) >= 0.0);
-    }
-
     /// Every compiled form this CPU runs against a triple loop, with a transposed left operand and
     /// row counts that leave remainders.
     #[test]
@@ -508,6 +468,33 @@ mod tests {
                     for (g, w) in got.iter().zip(&want) {
                         assert!((g - w).abs() < 1e-5, "{isa:?}: {g} vs {w}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Every compiled form this CPU runs gives the portable form's forward and backward pass,
+    /// on Swin's shapes: 7x7 windows of 32-channel heads, a shifted-window mask, a bias gradient.
+    #[test]
+    fn every_instruction_set_agrees_with_the_portable_form() {
+        let s = AttentionShape { windows: 8, tokens: 49, heads: 3, head_dim: 32, mask_windows: 4 };
+        let (n, c) = (s.tokens, s.channels());
+        let values = |len: usize, seed: f32| -> Vec<f32> { (0..len).map(|i| ((i as f32 + seed) * 0.618).sin()).collect() };
+        let qkv = values(s.windows * n * 3 * c, 1.0);
+        let bias = values(s.heads * n * n, 2.0);
+        let mask: Vec<f32> = (0..s.mask_windows * n * n).map(|i| if i % 7 == 0 { -100.0 } else { 0.0 }).collect();
+        let dout = values(s.windows * n * c, 3.0);
+        let run = |isa: Isa| {
+            let (out, probs) = forward(isa, s, 0.17, &qkv, &bias, &mask, true);
+            let (dqkv, dbias) = backward(isa, s, 0.17, &qkv, probs.as_ref().unwrap(), &dout, true);
+            [out, probs.unwrap(), dqkv, dbias.unwrap()]
+        };
+        let portable = run(Isa::Portable);
+        for isa in Isa::all_available() {
+            for (what, (got, want)) in ["output", "probabilities", "∂qkv", "∂bias"].iter().zip(run(isa).iter().zip(&portable)) {
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "{isa:?} {what}: {g}, portable {w}");
                 }
             }
         }

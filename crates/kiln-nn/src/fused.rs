@@ -23,6 +23,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::attention_kernel::{self, AttentionShape, Isa};
+use crate::math::{dot, erf, exp, sigmoid};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///
@@ -51,6 +52,29 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
         )),
         beta => burn::tensor::module::layer_norm(x, gamma, beta, epsilon),
     }
+}
+
+/// GELU, exact (`x·Φ(x)`, erf) or timm's tanh approximation: one autodiff node keeping only its
+/// input on burn-flex, burn's `gelu` (or Kiln's [`gelu_tanh`](crate::activation::gelu_tanh))
+/// elsewhere. The erf and exp inside are Kiln's vectorisable forms (within 3·10⁻⁷).
+///
+/// # Shapes
+/// - `x`: any -> same
+pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Tensor<D> {
+    if runs_fused(&x) {
+        Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch(), approximate))
+    } else if approximate {
+        crate::activation::gelu_tanh(x)
+    } else {
+        burn::tensor::activation::gelu(x)
+    }
+}
+
+/// Whether [`window_attention`] has a SIMD form on this CPU (x86-64 with AVX2 or AVX-512). Its
+/// portable scalar form is kept as the reference the SIMD forms are tested against; it is not
+/// measured to beat the op-by-op graph, which callers take instead.
+pub(crate) fn window_attention_is_vectorised() -> bool {
+    Isa::detect() != Isa::Portable
 }
 
 /// Multi-head attention within windows from a fused qkv projection, one autodiff node:
@@ -93,6 +117,8 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
+    /// GELU, see [`gelu`].
+    fn fused_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
     /// Window attention, see [`window_attention`].
     fn fused_window_attention(
         qkv: FloatTensor<Self>,
@@ -111,6 +137,16 @@ impl FusedOps for Flex {
 
     fn fused_layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
         burn_flex::ops::activation::layer_norm(x, gamma, Some(beta), epsilon)
+    }
+
+    fn fused_gelu(x: FlexTensor, approximate: bool) -> FlexTensor {
+        let x = x.to_contiguous();
+        let values = if approximate {
+            elementwise(x.storage(), |x| x * gelu_tanh_gate(x).0)
+        } else {
+            elementwise(x.storage(), |x| x * normal_cdf(x))
+        };
+        f32_tensor(values, &x)
     }
 
     fn fused_window_attention(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f64) -> FlexTensor {
@@ -163,6 +199,17 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         }
     }
 
+    fn fused_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self> {
+        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let y = Flex::fused_gelu(x.clone(), approximate);
+                prep.finish((x, approximate), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_gelu(x.into_primitive(), approximate)),
+        }
+    }
+
     fn fused_window_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -187,6 +234,73 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             )),
         }
     }
+}
+
+/// Keeps the input: `∂x = ∂y·gelu'(x)`.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = (FlexTensor, bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (x, approximate) = ops.state;
+        let Some(node) = x_node else { return };
+        let x = x.to_contiguous();
+        let slope = |x: f32| {
+            if approximate {
+                // x·σ(2z): σ + x·σ(1 − σ)·2z'
+                let (gate, dz) = gelu_tanh_gate(x);
+                gate + x * gate * (1.0 - gate) * dz
+            } else {
+                // x·Φ(x): Φ + x·φ
+                normal_cdf(x) + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x)
+            }
+        };
+        let dx = zip_elementwise(x.storage(), grad.storage(), |x, g| g * slope(x));
+        grads.register::<Flex>(node.id, f32_tensor(dx, &x));
+    }
+}
+
+/// `1/√(2π)`.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `Φ(x) = (1 + erf(x/√2))/2`.
+#[inline(always)]
+fn normal_cdf(x: f32) -> f32 {
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// timm's `gelu_tanh` is `x·σ(2z)`, `z = √(2/π)·(x + 0.044715·x³)`: returns `σ(2z)` and `2z'`.
+#[inline(always)]
+fn gelu_tanh_gate(x: f32) -> (f32, f32) {
+    const TWO_SQRT_2_OVER_PI: f32 = 1.595_769;
+    const C: f32 = 0.044_715;
+    let x2 = x * x;
+    (sigmoid(TWO_SQRT_2_OVER_PI * x * (1.0 + C * x2)), TWO_SQRT_2_OVER_PI * (1.0 + 3.0 * C * x2))
+}
+
+/// Elements handed to one rayon task.
+const ELEMENTS_PER_TASK: usize = 1 << 14;
+
+/// `f` of every element, in parallel.
+fn elementwise(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(out, x)| {
+        out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+    });
+    out
+}
+
+/// `f` of every pair of elements, in parallel.
+fn zip_elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    out.par_chunks_mut(ELEMENTS_PER_TASK).zip(a.par_chunks(ELEMENTS_PER_TASK)).zip(b.par_chunks(ELEMENTS_PER_TASK)).for_each(|((out, a), b)| {
+        out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(a, b));
+    });
+    out
 }
 
 /// What the attention's backward pass needs: the qkv projection and the probabilities.
@@ -333,19 +447,6 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
     (f32_tensor(dx, &x), f32_tensor(dgamma.to_vec(), &gamma), f32_tensor(dbeta.to_vec(), &gamma))
 }
 
-/// Σ aᵢbᵢ with eight partial sums, so the loop vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (a, b) in a8.zip(b8) {
-        for k in 0..8 {
-            acc[k] += a[k] * b[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +518,24 @@ mod tests {
         let want = burn::tensor::module::layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5);
         assert_close(layer_norm(x.clone(), gamma, Some(beta), 1e-5), want, "layer norm without autodiff");
         assert_close(softmax_last(x.clone()), burn::tensor::activation::softmax(x, 1), "softmax without autodiff");
+    }
+
+    /// Both forms against burn's plain ops (burn's `gelu`, Kiln's op-by-op `gelu_tanh`), values
+    /// and gradients, from the tails through zero, on a permuted (non-contiguous) input.
+    #[test]
+    fn gelu_matches_the_plain_ops_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (-1200..1200).map(|i| i as f32 * 0.01).chain([-50.0, -12.0, 12.0, 50.0]).collect();
+        let n = xs.len();
+        let x = Tensor::<2>::from_data(TensorData::new(xs, [n / 4, 4]), &device).swap_dims(0, 1).require_grad();
+        let weights = random([4, n / 4], &device);
+        for approximate in [false, true] {
+            let fused = gelu(x.clone(), approximate);
+            let plain = if approximate { crate::activation::gelu_tanh(x.clone()) } else { burn::tensor::activation::gelu(x.clone()) };
+            assert_close(fused.clone(), plain.clone(), "gelu");
+            let grad_fused = x.grad(&(fused * weights.clone()).sum().backward()).unwrap();
+            let grad_plain = x.grad(&(plain * weights.clone()).sum().backward()).unwrap();
+            assert_close(grad_fused, grad_plain, "∂gelu/∂x");
+        }
     }
 }

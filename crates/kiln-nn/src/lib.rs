@@ -15,6 +15,7 @@ pub mod drop_path;
 pub mod fused;
 pub mod head;
 pub mod init;
+mod math;
 pub mod mbconv;
 pub mod mlp;
 pub mod norm;

@@ -1,0 +1,100 @@
+//! Scalar functions written so loops over them vectorise: no library calls, no branches.
+
+/// `eˣ` to about one part in 10⁷: `eˣ = 2ⁿ·eʳ` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` in a
+/// degree-6 polynomial. Inputs are clamped to [−87, 88], so below −87 (masked logits) it gives
+/// `e⁻⁸⁷` and it never overflows; NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 in two parts, so `n·LN2_HI` is exact (Cody and Waite)
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // adding then subtracting 1.5·2²³ rounds to the nearest integer in any SIMD width
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // t is 1.5·2²³ + n exactly, so its low bits are n: no float-to-int conversion (NaN in, NaN
+    // out through p)
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    f32::from_bits((n.wrapping_add(127) as u32) << 23) * p
+}
+
+/// `erf(x)` to 1.5·10⁻⁷ absolute in exact arithmetic (Abramowitz and Stegun 7.1.26), 3·10⁻⁷ in f32.
+#[inline(always)]
+pub(crate) fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    (1.0 - poly * exp(-a * a)).copysign(x)
+}
+
+/// `1 / (1 + e⁻ˣ)`.
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Σ aᵢbᵢ with eight partial sums, so the loop vectorises.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in a8.zip(b8) {
+        for k in 0..8 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_a_few_ulps_of_std() {
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01;
+            let (got, want) = (exp(x), x.exp());
+            assert!((got - want).abs() <= 4e-7 * want, "exp({x}) = {got}, std {want}");
+        }
+        assert!(exp(-150.0) < 1e-37 && exp(-150.0) >= 0.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn erf_is_within_its_published_bound() {
+        for i in -600..=600 {
+            let x = i as f64 * 0.01;
+            let want = libm_erf(x);
+            let got = erf(x as f32) as f64;
+            assert!((got - want).abs() <= 3e-7, "erf({x}) = {got}, want {want}");
+        }
+    }
+
+    /// erf in f64 from its Taylor series (|x| ≤ 3) and continued fraction beyond, as the reference.
+    fn libm_erf(x: f64) -> f64 {
+        let a = x.abs();
+        let v = if a <= 3.0 {
+            let (mut term, mut sum, mut n) = (a, a, 0.0f64);
+            while term.abs() > 1e-17 {
+                n += 1.0;
+                term *= -a * a / n;
+                sum += term / (2.0 * n + 1.0);
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc(a) = e^{-a²}/√π · 1/(a + 1/2/(a + 1/(a + 3/2/(a + ...))))
+            let mut frac = a;
+            for k in (1..60).rev() {
+                frac = a + (k as f64 / 2.0) / frac;
+            }
+            1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / frac
+        };
+        v.copysign(x)
+    }
+}
