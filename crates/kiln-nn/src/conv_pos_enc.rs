@@ -40,7 +40,7 @@ impl ConvPosEnc {
     /// # Shapes
     /// - `x`: `[batch, C, H, W]` -> `[batch, C, H, W]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        x.clone() + self.proj.forward(x)
+        x.clone() + crate::fused::conv2d(&self.proj, x)
     }
 }
 

@@ -17,12 +17,15 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::attention_kernel::{self, AttentionShape, Isa};
+use crate::depthwise_kernel::{self, DepthwiseShape};
 use crate::math::{dot, erf, exp, sigmoid};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
@@ -68,6 +71,40 @@ pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Tensor<D> {
     } else {
         burn::tensor::activation::gelu(x)
     }
+}
+
+/// A convolution through `conv`'s weights: depthwise ones (one filter per channel, no dilation)
+/// run as one autodiff node on burn-flex, everything else (and other backends) through
+/// `conv.forward`. Padding is `conv`'s, TF-style `Same` included.
+///
+/// # Shapes
+/// - `x`: `[batch, C, H, W]` -> `[batch, C_out, OH, OW]`
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, channels, height, width] = x.dims();
+    let [out_channels, per_group, kh, kw] = conv.weight.dims();
+    let depthwise = conv.groups == channels && out_channels == channels && per_group == 1 && conv.dilation == [1, 1];
+    if !(depthwise && runs_fused(&x)) {
+        return conv.forward(x);
+    }
+    let same = |size: usize, k: usize, s: usize| {
+        let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
+        (total / 2, total - total / 2)
+    };
+    let [sh, sw] = conv.stride;
+    let ((top, bottom), (left, right)) = match conv.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Same => (same(height, kh, sh), same(width, kw, sw)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+    };
+    let weight = conv.weight.val();
+    let bias = conv.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([channels], &weight.device()));
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_depthwise_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        conv.stride,
+        [top, bottom, left, right],
+    ))
 }
 
 /// Whether [`window_attention`] has a SIMD form on this CPU (x86-64 with AVX2 or AVX-512). Its
@@ -117,6 +154,14 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
+    /// Depthwise convolution, see [`conv2d`]; padding `[top, bottom, left, right]`.
+    fn fused_depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self>;
     /// GELU, see [`gelu`].
     fn fused_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
     /// Window attention, see [`window_attention`].
@@ -139,6 +184,12 @@ impl FusedOps for Flex {
         burn_flex::ops::activation::layer_norm(x, gamma, Some(beta), epsilon)
     }
 
+    fn fused_depthwise_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
+        let (shape, x, weight, bias) = depthwise_operands(x, weight, bias, stride, padding);
+        let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
+        FlexTensor::from_data(TensorData::new(out, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]))
+    }
+
     fn fused_gelu(x: FlexTensor, approximate: bool) -> FlexTensor {
         let x = x.to_contiguous();
         let values = if approximate {
@@ -154,6 +205,13 @@ impl FusedOps for Flex {
         let (out, _) = attention_kernel::forward(Isa::detect(), shape, scale as f32, qkv.storage(), bias.storage(), mask.storage(), false);
         attention_output(out, &shape)
     }
+}
+
+/// Contiguous operands of the depthwise kernel and the shape they describe.
+fn depthwise_operands(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> (DepthwiseShape, FlexTensor, FlexTensor, FlexTensor) {
+    let (dims, w) = (x.layout().shape().clone(), weight.layout().shape().clone());
+    let shape = DepthwiseShape { batch: dims[0], channels: dims[1], height: dims[2], width: dims[3], kernel: [w[2], w[3]], stride, padding };
+    (shape, x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous())
 }
 
 /// Contiguous operands of the attention kernel and the shape they describe.
@@ -199,6 +257,30 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         }
     }
 
+    fn fused_depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (shape, x, weight, bias) = depthwise_operands(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
+                let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
+                let out = FlexTensor::from_data(TensorData::new(out, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]));
+                prep.finish((shape, x, weight, bias), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_depthwise_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                stride,
+                padding,
+            )),
+        }
+    }
+
     fn fused_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self> {
         match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
@@ -232,6 +314,26 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 heads,
                 scale,
             )),
+        }
+    }
+}
+
+/// Keeps the input and the weights (and the bias, for its shape).
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 3> for DepthwiseBackward {
+    type State = (DepthwiseShape, FlexTensor, FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (shape, x, weight, bias) = ops.state;
+        let (dx, dw, db) = depthwise_kernel::backward(shape, x.storage(), weight.storage(), grad.storage());
+        for (node, g, like) in [(x_node, dx, &x), (weight_node, dw, &weight), (bias_node, db, &bias)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, f32_tensor(g, like));
+            }
         }
     }
 }
@@ -537,5 +639,45 @@ mod tests {
             let grad_plain = x.grad(&(plain * weights.clone()).sum().backward()).unwrap();
             assert_close(grad_fused, grad_plain, "∂gelu/∂x");
         }
+    }
+
+    /// Against burn's grouped convolution: values and the gradients of input, weight and bias,
+    /// at stride 1 and 2, with explicit and TF-style `Same` (asymmetric at stride 2) padding, on
+    /// odd and even sizes; and a convolution that is not depthwise goes through burn unchanged.
+    #[test]
+    fn depthwise_conv_matches_burns_forward_and_backward() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex().autodiff();
+        let cases = [
+            (3, [7, 9], 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true),
+            (2, [8, 8], 2, PaddingConfig2d::Same, false),
+            (4, [7, 6], 2, PaddingConfig2d::Same, true),
+            (2, [5, 5], 1, PaddingConfig2d::Valid, true),
+        ];
+        for (channels, [h, w], stride, padding, bias) in cases {
+            let what = format!("{channels} channels {h}x{w}, stride {stride}, {padding:?}, bias {bias}");
+            let conv = Conv2dConfig::new([channels, channels], [3, 3])
+                .with_groups(channels)
+                .with_stride([stride, stride])
+                .with_padding(padding)
+                .with_bias(bias)
+                .init(&device);
+            let x = random([2, channels, h, w], &device).require_grad();
+            let fused = conv2d(&conv, x.clone());
+            let plain = conv.forward(x.clone());
+            assert_close(fused.clone(), plain.clone(), &what);
+            let weights = random(plain.dims(), &device);
+            let grads_fused = (fused * weights.clone()).sum().backward();
+            let grads_plain = (plain * weights).sum().backward();
+            assert_close(x.grad(&grads_fused).unwrap(), x.grad(&grads_plain).unwrap(), &format!("{what}: ∂x"));
+            let (dw_fused, dw_plain) = (conv.weight.grad(&grads_fused).unwrap(), conv.weight.grad(&grads_plain).unwrap());
+            assert_close(dw_fused, dw_plain, &format!("{what}: ∂w"));
+            if let Some(b) = &conv.bias {
+                assert_close(b.grad(&grads_fused).unwrap(), b.grad(&grads_plain).unwrap(), &format!("{what}: ∂b"));
+            }
+        }
+        let dense = Conv2dConfig::new([2, 3], [3, 3]).init(&device);
+        let x = random([1, 2, 5, 5], &device);
+        assert_close(conv2d(&dense, x.clone()), dense.forward(x), "dense convolution");
     }
 }

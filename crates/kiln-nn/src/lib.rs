@@ -11,6 +11,7 @@ pub mod conv_module;
 pub mod conv_pos_enc;
 pub mod conv_stem;
 pub mod cross_attention;
+mod depthwise_kernel;
 pub mod drop_path;
 pub mod fused;
 pub mod head;

@@ -264,7 +264,7 @@ impl MbConvBlock {
         };
         let x = batch_norm(&self.pre_norm, x);
         let x = self.act.forward(batch_norm(&self.norm1, self.conv1_1x1.forward(x)));
-        let x = self.act.forward(batch_norm(&self.norm2, self.conv2_kxk.forward(x)));
+        let x = self.act.forward(batch_norm(&self.norm2, crate::fused::conv2d(&self.conv2_kxk, x)));
         let x = self.conv3_1x1.forward(self.se.forward(x));
         self.drop_path.forward(x) + shortcut
     }
