@@ -168,7 +168,7 @@ impl UperHead {
     /// - `features`: `[batch, C_i, H_i, W_i]`, finest first
     /// - returns `[batch, num_classes, H_1, W_1]`
     pub fn forward(&self, features: &[Tensor<4>]) -> Tensor<4> {
-        self.conv_seg.forward(self.dropout.forward(self.forward_feature(features)))
+        kiln_nn::fused::conv2d(&self.conv_seg, self.dropout.forward(self.forward_feature(features)))
     }
 }
 
@@ -253,7 +253,7 @@ impl FcnHead {
         if let Some(conv_cat) = &self.conv_cat {
             feats = conv_cat.forward(Tensor::cat(vec![x, feats], 1));
         }
-        self.conv_seg.forward(self.dropout.forward(feats))
+        kiln_nn::fused::conv2d(&self.conv_seg, self.dropout.forward(feats))
     }
 }
 
@@ -312,7 +312,7 @@ impl MlpHead {
         assert_eq!(features.len(), self.convs.len(), "the MLP head was built for {} maps", self.convs.len());
         let finest = spatial(&features[0]);
         let outs = self.convs.iter().zip(features).map(|(conv, x)| resize_bilinear(conv.forward(x.clone()), finest)).collect();
-        self.conv_seg.forward(self.dropout.forward(self.fusion_conv.forward(Tensor::cat(outs, 1))))
+        kiln_nn::fused::conv2d(&self.conv_seg, self.dropout.forward(self.fusion_conv.forward(Tensor::cat(outs, 1))))
     }
 }
 

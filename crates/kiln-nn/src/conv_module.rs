@@ -69,7 +69,7 @@ impl ConvModule {
     /// # Shapes
     /// - `x`: `[batch, in, H, W]` -> `[batch, out, H, W]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = batch_norm(&self.bn, self.conv.forward(x));
+        let x = batch_norm(&self.bn, crate::fused::conv2d(&self.conv, x));
         if self.relu { relu(x) } else { x }
     }
 }

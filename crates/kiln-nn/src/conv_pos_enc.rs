@@ -5,6 +5,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 
+use crate::fused::conv2d;
+
 /// Configuration of a [`ConvPosEnc`].
 #[derive(Config, Debug)]
 pub struct ConvPosEncConfig {
@@ -40,7 +42,7 @@ impl ConvPosEnc {
     /// # Shapes
     /// - `x`: `[batch, C, H, W]` -> `[batch, C, H, W]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        x.clone() + crate::fused::conv2d(&self.proj, x)
+        x.clone() + conv2d(&self.proj, x)
     }
 }
 

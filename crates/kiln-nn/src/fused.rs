@@ -73,17 +73,39 @@ pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Tensor<D> {
     }
 }
 
-/// A convolution through `conv`'s weights: depthwise ones (one filter per channel, no dilation)
-/// run as one autodiff node on burn-flex, everything else (and other backends) through
-/// `conv.forward`. Padding is `conv`'s, TF-style `Same` included.
+/// A convolution through `conv`'s weights, on burn-flex in one of two faster forms where they
+/// apply, through `conv.forward` otherwise (and on other backends):
+/// - depthwise (one filter per channel, no dilation): one autodiff node, any padding (TF-style
+///   `Same` included) and stride;
+/// - pointwise (1x1, stride 1, no padding, one group): a matrix product `W·x` per image. burn
+///   computes a convolution's weight gradient as a convolution whose kernel is the whole output
+///   gradient, which for a 1x1 convolution is one matrix-vector product per input channel behind
+///   an im2col copy; as a matrix product its gradients are matrix products too.
 ///
 /// # Shapes
 /// - `x`: `[batch, C, H, W]` -> `[batch, C_out, OH, OW]`
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, channels, height, width] = x.dims();
+    let [batch, channels, height, width] = x.dims();
     let [out_channels, per_group, kh, kw] = conv.weight.dims();
+    if !runs_fused(&x) {
+        return conv.forward(x);
+    }
+    let unpadded = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => top + left + bottom + right == 0,
+        // both pad nothing at 1x1, stride 1
+        PaddingConfig2d::Valid | PaddingConfig2d::Same => true,
+    };
+    if [kh, kw] == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded {
+        let weight = conv.weight.val().reshape([1, out_channels, channels]);
+        let y = weight.matmul(x.reshape([batch, channels, height * width]));
+        let y = match &conv.bias {
+            Some(bias) => y + bias.val().reshape([1, out_channels, 1]),
+            None => y,
+        };
+        return y.reshape([batch, out_channels, height, width]);
+    }
     let depthwise = conv.groups == channels && out_channels == channels && per_group == 1 && conv.dilation == [1, 1];
-    if !(depthwise && runs_fused(&x)) {
+    if !depthwise {
         return conv.forward(x);
     }
     let same = |size: usize, k: usize, s: usize| {
@@ -679,5 +701,28 @@ mod tests {
         let dense = Conv2dConfig::new([2, 3], [3, 3]).init(&device);
         let x = random([1, 2, 5, 5], &device);
         assert_close(conv2d(&dense, x.clone()), dense.forward(x), "dense convolution");
+    }
+
+    /// A 1x1 convolution as a matrix product against burn's convolution: values and gradients,
+    /// with and without bias, `Same` padding (nothing at 1x1) included.
+    #[test]
+    fn pointwise_conv_matches_burns_forward_and_backward() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex().autodiff();
+        for (bias, padding) in [(true, PaddingConfig2d::Valid), (false, PaddingConfig2d::Same)] {
+            let what = format!("bias {bias}, {padding:?}");
+            let conv = Conv2dConfig::new([5, 7], [1, 1]).with_bias(bias).with_padding(padding).init(&device);
+            let x = random([3, 5, 4, 6], &device).require_grad();
+            let (fused, plain) = (conv2d(&conv, x.clone()), conv.forward(x.clone()));
+            assert_close(fused.clone(), plain.clone(), &what);
+            let weights = random(plain.dims(), &device);
+            let grads_fused = (fused * weights.clone()).sum().backward();
+            let grads_plain = (plain * weights).sum().backward();
+            assert_close(x.grad(&grads_fused).unwrap(), x.grad(&grads_plain).unwrap(), &format!("{what}: ∂x"));
+            assert_close(conv.weight.grad(&grads_fused).unwrap(), conv.weight.grad(&grads_plain).unwrap(), &format!("{what}: ∂w"));
+            if let Some(b) = &conv.bias {
+                assert_close(b.grad(&grads_fused).unwrap(), b.grad(&grads_plain).unwrap(), &format!("{what}: ∂b"));
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, silu};
 
 use crate::activation::Gelu;
+use crate::fused::conv2d;
 use crate::drop_path::DropPath;
 use crate::init;
 use crate::norm::batch_norm;
@@ -63,7 +64,7 @@ impl SqueezeExcite {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [batch, channels, h, w] = x.dims();
         let squeezed = x.clone().reshape([batch, channels, h * w]).mean_dim(2).reshape([batch, channels, 1, 1]);
-        let gate = sigmoid(self.fc2.forward(silu(self.fc1.forward(squeezed))));
+        let gate = sigmoid(conv2d(&self.fc2, silu(conv2d(&self.fc1, squeezed))));
         x * gate
     }
 }
@@ -114,7 +115,7 @@ impl Downsample2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.pool.forward(x);
         match &self.expand {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         }
     }
@@ -263,9 +264,9 @@ impl MbConvBlock {
             None => x.clone(),
         };
         let x = batch_norm(&self.pre_norm, x);
-        let x = self.act.forward(batch_norm(&self.norm1, self.conv1_1x1.forward(x)));
-        let x = self.act.forward(batch_norm(&self.norm2, crate::fused::conv2d(&self.conv2_kxk, x)));
-        let x = self.conv3_1x1.forward(self.se.forward(x));
+        let x = self.act.forward(batch_norm(&self.norm1, conv2d(&self.conv1_1x1, x)));
+        let x = self.act.forward(batch_norm(&self.norm2, conv2d(&self.conv2_kxk, x)));
+        let x = conv2d(&self.conv3_1x1, self.se.forward(x));
         self.drop_path.forward(x) + shortcut
     }
 }
