@@ -237,7 +237,7 @@ impl Downsample {
         let [_, _, h, w] = x.dims();
         let x = self.norm.forward(x);
         let x = if h % 2 + w % 2 > 0 { x.pad([(0, h % 2), (0, w % 2)], PadMode::Constant(0.0)) } else { x };
-        self.conv.forward(x)
+        kiln_nn::fused::conv2d(&self.conv, x)
     }
 }
 

@@ -81,6 +81,8 @@ pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Tensor<D> {
 ///   computes a convolution's weight gradient as a convolution whose kernel is the whole output
 ///   gradient, which for a 1x1 convolution is one matrix-vector product per input channel behind
 ///   an im2col copy; as a matrix product its gradients are matrix products too.
+/// - patchwise (kernel = stride, no padding, one group: DaViT's downsampling, patch embeddings):
+///   the same, on the image cut into non-overlapping patches.
 ///
 /// # Shapes
 /// - `x`: `[batch, C, H, W]` -> `[batch, C_out, OH, OW]`
@@ -95,14 +97,23 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         // both pad nothing at 1x1, stride 1
         PaddingConfig2d::Valid | PaddingConfig2d::Same => true,
     };
+    let bias = || conv.bias.as_ref().map(|b| b.val());
     if [kh, kw] == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded {
         let weight = conv.weight.val().reshape([1, out_channels, channels]);
         let y = weight.matmul(x.reshape([batch, channels, height * width]));
-        let y = match &conv.bias {
-            Some(bias) => y + bias.val().reshape([1, out_channels, 1]),
+        let y = match bias() {
+            Some(bias) => y + bias.reshape([1, out_channels, 1]),
             None => y,
         };
         return y.reshape([batch, out_channels, height, width]);
+    }
+    if [kh, kw] == conv.stride && conv.groups == 1 && unpadded && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(..)) {
+        // rows and columns beyond the last whole patch are never read, as in the convolution
+        let (oh, ow) = (height / kh, width / kw);
+        let x = if (oh * kh, ow * kw) != (height, width) { x.slice([0..batch, 0..channels, 0..oh * kh, 0..ow * kw]) } else { x };
+        let patches = x.reshape([batch, channels, oh, kh, ow, kw]).permute([0, 2, 4, 1, 3, 5]).reshape([batch * oh * ow, channels * kh * kw]);
+        let y = burn::tensor::module::linear(patches, conv.weight.val().reshape([out_channels, channels * kh * kw]).transpose(), bias());
+        return y.reshape([batch, oh, ow, out_channels]).permute([0, 3, 1, 2]);
     }
     let depthwise = conv.groups == channels && out_channels == channels && per_group == 1 && conv.dilation == [1, 1];
     if !depthwise {
@@ -703,16 +714,26 @@ mod tests {
         assert_close(conv2d(&dense, x.clone()), dense.forward(x), "dense convolution");
     }
 
-    /// A 1x1 convolution as a matrix product against burn's convolution: values and gradients,
-    /// with and without bias, `Same` padding (nothing at 1x1) included.
+    /// 1x1 and patchwise convolutions as matrix products against burn's convolution: values and
+    /// gradients, with and without bias, `Same` padding (nothing at 1x1) included, and a
+    /// patchwise one whose input leaves a partial patch.
     #[test]
-    fn pointwise_conv_matches_burns_forward_and_backward() {
+    fn pointwise_and_patchwise_convs_match_burns_forward_and_backward() {
         use burn::nn::conv::Conv2dConfig;
         let device = Device::flex().autodiff();
-        for (bias, padding) in [(true, PaddingConfig2d::Valid), (false, PaddingConfig2d::Same)] {
-            let what = format!("bias {bias}, {padding:?}");
-            let conv = Conv2dConfig::new([5, 7], [1, 1]).with_bias(bias).with_padding(padding).init(&device);
-            let x = random([3, 5, 4, 6], &device).require_grad();
+        for (kernel, bias, padding, [h, w]) in [
+            (1, true, PaddingConfig2d::Valid, [4, 6]),
+            (1, false, PaddingConfig2d::Same, [4, 6]),
+            (2, true, PaddingConfig2d::Valid, [4, 6]),
+            (3, false, PaddingConfig2d::Valid, [7, 6]),
+        ] {
+            let what = format!("kernel {kernel}, bias {bias}, {padding:?}, {h}x{w}");
+            let conv = Conv2dConfig::new([5, 7], [kernel, kernel])
+                .with_stride([kernel, kernel])
+                .with_bias(bias)
+                .with_padding(padding)
+                .init(&device);
+            let x = random([3, 5, h, w], &device).require_grad();
             let (fused, plain) = (conv2d(&conv, x.clone()), conv.forward(x.clone()));
             assert_close(fused.clone(), plain.clone(), &what);
             let weights = random(plain.dims(), &device);

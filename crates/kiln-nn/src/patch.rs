@@ -51,7 +51,7 @@ impl PatchEmbed {
     /// - `x`: `[batch, in_channels, H, W]`, `H` and `W` multiples of the patch size
     /// - returns `[batch, H / patch, W / patch, embed_dim]` (channels-last)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.proj.forward(x).permute([0, 2, 3, 1]);
+        let x = crate::fused::conv2d(&self.proj, x).permute([0, 2, 3, 1]);
         match &self.norm {
             Some(norm) => norm.forward(x),
             None => x,
