@@ -219,8 +219,7 @@ impl FusedOps for Flex {
 
     fn fused_depthwise_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
         let (shape, x, weight, bias) = depthwise_operands(x, weight, bias, stride, padding);
-        let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
-        FlexTensor::from_data(TensorData::new(out, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]))
+        depthwise_output(depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage()), &shape)
     }
 
     fn fused_gelu(x: FlexTensor, approximate: bool) -> FlexTensor {
@@ -245,6 +244,10 @@ fn depthwise_operands(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, strid
     let (dims, w) = (x.layout().shape().clone(), weight.layout().shape().clone());
     let shape = DepthwiseShape { batch: dims[0], channels: dims[1], height: dims[2], width: dims[3], kernel: [w[2], w[3]], stride, padding };
     (shape, x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous())
+}
+
+fn depthwise_output(values: Vec<f32>, shape: &DepthwiseShape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]))
 }
 
 /// Contiguous operands of the attention kernel and the shape they describe.
@@ -301,8 +304,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => {
                 let (shape, x, weight, bias) = depthwise_operands(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
                 let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
-                let out = FlexTensor::from_data(TensorData::new(out, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]));
-                prep.finish((shape, x, weight, bias), out)
+                prep.finish((shape, x, weight, bias), depthwise_output(out, &shape))
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_depthwise_conv2d(
                 x.into_primitive(),
