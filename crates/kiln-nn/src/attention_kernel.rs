@@ -173,21 +173,11 @@ fn matmul<K: RowBlock>(a: &[f32], a_row: usize, a_col: usize, m: usize, k: usize
 /// Softmax of one row in place.
 #[inline(always)]
 fn softmax_row(row: &mut [f32]) {
-    let mut max = [f32::NEG_INFINITY; 8];
-    let chunks = row.chunks_exact(8);
-    let tail_max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for chunk in chunks {
-        for k in 0..8 {
-            max[k] = max[k].max(chunk[k]);
-        }
-    }
-    let max = max.iter().fold(tail_max, |m, &v| m.max(v));
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for v in row.iter_mut() {
         *v = exp(*v - max);
     }
-    let ones = [1.0f32; 8];
-    let sum: f32 = row.chunks(8).map(|c| dot(c, &ones[..c.len()])).sum();
-    let inv = 1.0 / sum;
+    let inv = 1.0 / row.iter().sum::<f32>();
     for v in row.iter_mut() {
         *v *= inv;
     }

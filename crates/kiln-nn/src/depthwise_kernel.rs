@@ -81,63 +81,59 @@ pub(crate) fn forward(s: DepthwiseShape, x: &[f32], weight: &[f32], bias: &[f32]
 }
 
 /// Gradients of input, weight and bias from the output's gradient `dout` (`[batch, C, OH, OW]`).
-/// Parallel over channels, so each task owns its channels' weight and bias sums.
+/// Parallel over channels, so each task owns its channels' weight and bias sums and writes its
+/// channels' input-gradient planes in place.
 pub(crate) fn backward(s: DepthwiseShape, x: &[f32], weight: &[f32], dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (plane_in, plane_out) = (s.height * s.width, s.out_height() * s.out_width());
     let (kh, kw) = (s.kernel[0], s.kernel[1]);
     let (ow_count, stride) = (s.out_width(), s.stride[1]);
-    // per channel: [∂w (kh·kw) | ∂b (1)] and every batch item's ∂x plane
-    let per_channel: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..s.channels)
+    let mut dx = vec![0.0f32; s.batch * s.channels * plane_in];
+    // plane b·C + c belongs to channel c
+    let mut planes_of: Vec<Vec<&mut [f32]>> = (0..s.channels).map(|_| Vec::with_capacity(s.batch)).collect();
+    for (plane, dx) in dx.chunks_mut(plane_in).enumerate() {
+        planes_of[plane % s.channels].push(dx);
+    }
+    // per channel: [∂w (kh·kw) | ∂b (1)]
+    let sums: Vec<Vec<f32>> = planes_of
         .into_par_iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(c, dx_planes)| {
             let w = &weight[c * kh * kw..(c + 1) * kh * kw];
             let mut dwb = vec![0.0f32; kh * kw + 1];
-            let dx_planes = (0..s.batch)
-                .map(|b| {
-                    let plane = b * s.channels + c;
-                    let (x, dy) = (&x[plane * plane_in..(plane + 1) * plane_in], &dout[plane * plane_out..(plane + 1) * plane_out]);
-                    let mut dx = vec![0.0f32; plane_in];
-                    for (oh, dy_row) in dy.chunks_exact(ow_count).enumerate() {
-                        dwb[kh * kw] += dy_row.iter().sum::<f32>();
-                        for i in 0..kh {
-                            let Some(ih) = s.input_row(oh, i) else { continue };
-                            let (in_row, dx_row) = (&x[ih * s.width..(ih + 1) * s.width], &mut dx[ih * s.width..(ih + 1) * s.width]);
-                            for j in 0..kw {
-                                let (lo, hi, iw) = s.valid_columns(j);
-                                let wv = w[i * kw + j];
-                                let mut dw = 0.0f32;
-                                if stride == 1 {
-                                    let (dy, xs, dxs) = (&dy_row[lo..hi], &in_row[iw..iw + hi - lo], &mut dx_row[iw..iw + hi - lo]);
-                                    dw += crate::math::dot(dy, xs);
-                                    for (d, &g) in dxs.iter_mut().zip(dy) {
-                                        *d += wv * g;
-                                    }
-                                } else {
-                                    for (k, &g) in dy_row[lo..hi].iter().enumerate() {
-                                        dw += g * in_row[iw + k * stride];
-                                        dx_row[iw + k * stride] += wv * g;
-                                    }
+            for (b, dx) in dx_planes.into_iter().enumerate() {
+                let plane = b * s.channels + c;
+                let (x, dy) = (&x[plane * plane_in..(plane + 1) * plane_in], &dout[plane * plane_out..(plane + 1) * plane_out]);
+                for (oh, dy_row) in dy.chunks_exact(ow_count).enumerate() {
+                    dwb[kh * kw] += dy_row.iter().sum::<f32>();
+                    for i in 0..kh {
+                        let Some(ih) = s.input_row(oh, i) else { continue };
+                        let (in_row, dx_row) = (&x[ih * s.width..(ih + 1) * s.width], &mut dx[ih * s.width..(ih + 1) * s.width]);
+                        for j in 0..kw {
+                            let (lo, hi, iw) = s.valid_columns(j);
+                            let wv = w[i * kw + j];
+                            let mut dw = 0.0f32;
+                            if stride == 1 {
+                                let (dy, xs, dxs) = (&dy_row[lo..hi], &in_row[iw..iw + hi - lo], &mut dx_row[iw..iw + hi - lo]);
+                                dw += crate::math::dot(dy, xs);
+                                for (d, &g) in dxs.iter_mut().zip(dy) {
+                                    *d += wv * g;
                                 }
-                                dwb[i * kw + j] += dw;
+                            } else {
+                                for (k, &g) in dy_row[lo..hi].iter().enumerate() {
+                                    dw += g * in_row[iw + k * stride];
+                                    dx_row[iw + k * stride] += wv * g;
+                                }
                             }
+                            dwb[i * kw + j] += dw;
                         }
                     }
-                    dx
-                })
-                .collect();
-            (dwb, dx_planes)
+                }
+            }
+            dwb
         })
         .collect();
-    let mut dx = vec![0.0f32; s.batch * s.channels * plane_in];
-    let (mut dw, mut db) = (Vec::with_capacity(s.channels * kh * kw), Vec::with_capacity(s.channels));
-    for (c, (dwb, planes)) in per_channel.into_iter().enumerate() {
-        dw.extend_from_slice(&dwb[..kh * kw]);
-        db.push(dwb[kh * kw]);
-        for (b, plane) in planes.into_iter().enumerate() {
-            let at = (b * s.channels + c) * plane_in;
-            dx[at..at + plane_in].copy_from_slice(&plane);
-        }
-    }
+    let dw = sums.iter().flat_map(|dwb| dwb[..kh * kw].iter().copied()).collect();
+    let db = sums.iter().map(|dwb| dwb[kh * kw]).collect();
     (dx, dw, db)
 }
 

@@ -1,5 +1,6 @@
-//! Softmax over the last axis, layer normalisation and window attention as single autodiff
-//! nodes on burn-flex.
+//! Kiln's own ops on burn-flex: softmax over the last axis, layer normalisation, GELU, window
+//! attention and depthwise convolution as single autodiff nodes, and 1x1 / patchwise
+//! convolutions as matrix products ([`conv2d`]).
 //!
 //! burn's autodiff has no rule for either op, so it records the backend's default decomposition:
 //! softmax as max, subtract, exp, sum and divide, layer norm as nine element-wise and reduction
@@ -92,11 +93,20 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !runs_fused(&x) {
         return conv.forward(x);
     }
-    let unpadded = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => top + left + bottom + right == 0,
-        // both pad nothing at 1x1, stride 1
-        PaddingConfig2d::Valid | PaddingConfig2d::Same => true,
+    // [top, bottom, left, right], TF-style `Same` resolved as burn's convolution does
+    let same = |size: usize, k: usize, s: usize| {
+        let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
+        [total / 2, total - total / 2]
     };
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Same => {
+            let ([top, bottom], [left, right]) = (same(height, kh, conv.stride[0]), same(width, kw, conv.stride[1]));
+            [top, bottom, left, right]
+        }
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, bottom, left, right],
+    };
+    let unpadded = padding == [0; 4];
     let bias = || conv.bias.as_ref().map(|b| b.val());
     if [kh, kw] == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded {
         let weight = conv.weight.val().reshape([1, out_channels, channels]);
@@ -107,7 +117,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         };
         return y.reshape([batch, out_channels, height, width]);
     }
-    if [kh, kw] == conv.stride && conv.groups == 1 && unpadded && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(..)) {
+    if [kh, kw] == conv.stride && conv.groups == 1 && unpadded {
         // rows and columns beyond the last whole patch are never read, as in the convolution
         let (oh, ow) = (height / kh, width / kw);
         let x = if (oh * kh, ow * kw) != (height, width) { x.slice([0..batch, 0..channels, 0..oh * kh, 0..ow * kw]) } else { x };
@@ -119,24 +129,14 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !depthwise {
         return conv.forward(x);
     }
-    let same = |size: usize, k: usize, s: usize| {
-        let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
-        (total / 2, total - total / 2)
-    };
-    let [sh, sw] = conv.stride;
-    let ((top, bottom), (left, right)) = match conv.padding {
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Same => (same(height, kh, sh), same(width, kw, sw)),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-    };
     let weight = conv.weight.val();
-    let bias = conv.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([channels], &weight.device()));
+    let bias = bias().unwrap_or_else(|| Tensor::zeros([channels], &weight.device()));
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_depthwise_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         conv.stride,
-        [top, bottom, left, right],
+        padding,
     ))
 }
 
@@ -218,8 +218,7 @@ impl FusedOps for Flex {
     }
 
     fn fused_depthwise_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
-        let (shape, x, weight, bias) = depthwise_operands(x, weight, bias, stride, padding);
-        depthwise_output(depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage()), &shape)
+        depthwise_forward(x, weight, bias, stride, padding).0
     }
 
     fn fused_gelu(x: FlexTensor, approximate: bool) -> FlexTensor {
@@ -233,32 +232,32 @@ impl FusedOps for Flex {
     }
 
     fn fused_window_attention(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f64) -> FlexTensor {
-        let (shape, qkv, bias, mask) = attention_operands(qkv, bias, mask, heads);
-        let (out, _) = attention_kernel::forward(Isa::detect(), shape, scale as f32, qkv.storage(), bias.storage(), mask.storage(), false);
-        attention_output(out, &shape)
+        attention_forward(qkv, bias, mask, heads, scale as f32, false).0
     }
 }
 
-/// Contiguous operands of the depthwise kernel and the shape they describe.
-fn depthwise_operands(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> (DepthwiseShape, FlexTensor, FlexTensor, FlexTensor) {
+/// The depthwise convolution's output, and what its backward pass keeps: the shape and the
+/// contiguous input, weight and bias.
+fn depthwise_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> (FlexTensor, DepthwiseState) {
     let (dims, w) = (x.layout().shape().clone(), weight.layout().shape().clone());
     let shape = DepthwiseShape { batch: dims[0], channels: dims[1], height: dims[2], width: dims[3], kernel: [w[2], w[3]], stride, padding };
-    (shape, x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous())
+    let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+    let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
+    let out = FlexTensor::from_data(TensorData::new(out, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]));
+    (out, (shape, x, weight, bias))
 }
 
-fn depthwise_output(values: Vec<f32>, shape: &DepthwiseShape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]))
-}
+type DepthwiseState = (DepthwiseShape, FlexTensor, FlexTensor, FlexTensor);
 
-/// Contiguous operands of the attention kernel and the shape they describe.
-fn attention_operands(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize) -> (AttentionShape, FlexTensor, FlexTensor, FlexTensor) {
+/// The window attention's output, and what its backward pass keeps (probabilities only when
+/// `keep_probs`).
+fn attention_forward(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f32, keep_probs: bool) -> (FlexTensor, AttentionShape, FlexTensor, Option<Vec<f32>>) {
     let (dims, mask_dims) = (qkv.layout().shape().clone(), mask.layout().shape().clone());
     let shape = AttentionShape { windows: dims[0], tokens: dims[1], heads, head_dim: dims[2] / 3 / heads, mask_windows: mask_dims[0] };
-    (shape, qkv.to_contiguous(), bias.to_contiguous(), mask.to_contiguous())
-}
-
-fn attention_output(values: Vec<f32>, shape: &AttentionShape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, [shape.windows, shape.tokens, shape.heads * shape.head_dim]))
+    let (qkv, bias, mask) = (qkv.to_contiguous(), bias.to_contiguous(), mask.to_contiguous());
+    let (out, probs) = attention_kernel::forward(Isa::detect(), shape, scale, qkv.storage(), bias.storage(), mask.storage(), keep_probs);
+    let out = FlexTensor::from_data(TensorData::new(out, [shape.windows, shape.tokens, shape.heads * shape.head_dim]));
+    (out, shape, qkv, probs)
 }
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
@@ -302,9 +301,8 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (shape, x, weight, bias) = depthwise_operands(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
-                let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
-                prep.finish((shape, x, weight, bias), depthwise_output(out, &shape))
+                let (out, state) = depthwise_forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
+                prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_depthwise_conv2d(
                 x.into_primitive(),
@@ -319,7 +317,8 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn fused_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self> {
         match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let x = x.into_primitive();
+                // kept contiguous, so the backward pass reads it as it is
+                let x = x.into_primitive().to_contiguous();
                 let y = Flex::fused_gelu(x.clone(), approximate);
                 prep.finish((x, approximate), y)
             }
@@ -336,11 +335,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         match WindowAttentionBackward.prepare::<C>([qkv.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (shape, qkv, bias, mask) = attention_operands(qkv.into_primitive(), bias.into_primitive(), mask.into_primitive(), heads);
                 let scale = scale as f32;
-                let (out, probs) = attention_kernel::forward(Isa::detect(), shape, scale, qkv.storage(), bias.storage(), mask.storage(), true);
+                let (out, shape, qkv, probs) = attention_forward(qkv.into_primitive(), bias.into_primitive(), mask.into_primitive(), heads, scale, true);
                 let probs = probs.expect("probabilities kept for the backward pass");
-                prep.finish(AttentionState { shape, scale, qkv, probs }, attention_output(out, &shape))
+                prep.finish(AttentionState { shape, scale, qkv, probs }, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_window_attention(
                 qkv.into_primitive(),
@@ -358,7 +356,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 struct DepthwiseBackward;
 
 impl Backward<Flex, 3> for DepthwiseBackward {
-    type State = (DepthwiseShape, FlexTensor, FlexTensor, FlexTensor);
+    type State = DepthwiseState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x_node, weight_node, bias_node] = ops.parents;
@@ -385,7 +383,6 @@ impl Backward<Flex, 1> for GeluBackward {
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x, approximate) = ops.state;
         let Some(node) = x_node else { return };
-        let x = x.to_contiguous();
         let slope = |x: f32| {
             if approximate {
                 // x·σ(2z): σ + x·σ(1 − σ)·2z'
