@@ -32,6 +32,7 @@ pub fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
 /// received a gradient, i.e. the graph is cut somewhere.
 pub fn assert_train_step_moves_every_parameter(config: ModelConfig, batch: usize) {
     let device = Device::flex().autodiff();
+    device.seed(7); // the same weights and input on every machine
     let model = config.init(&device).unwrap();
     let [h, w] = config.img_size();
     let x = Tensor::<4>::random([batch, config.in_chans(), h, w], Distribution::Normal(0.0, 1.0), &device);
