@@ -816,7 +816,7 @@ impl Atlas {
         } else {
             x.mean_dim(1)
         };
-        self.fc.forward(self.fc_norm.forward(pooled.reshape([batch, c])))
+        kiln_nn::fused::linear(&self.fc, self.fc_norm.forward(pooled.reshape([batch, c])))
     }
 }
 

@@ -370,8 +370,8 @@ impl RelativeAttention {
     /// # Shapes
     /// - `x`: `[batch · partitions, N, C]` with `N = ph·pw` -> same shape
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let out = multi_head_attention(self.qkv.forward(x), self.num_heads, Some(self.rel_pos.bias()), None, &self.attn_drop);
-        self.proj_drop.forward(self.proj.forward(out))
+        let out = multi_head_attention(kiln_nn::fused::linear(&self.qkv, x), self.num_heads, Some(self.rel_pos.bias()), None, &self.attn_drop);
+        self.proj_drop.forward(kiln_nn::fused::linear(&self.proj, out))
     }
 }
 

@@ -5,7 +5,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::fused::softmax_last;
+use crate::fused::{linear, softmax_last};
 use crate::init;
 
 /// Configuration of a [`ChannelGroupAttention`].
@@ -62,7 +62,7 @@ impl ChannelGroupAttention {
         let [batch, n, c] = x.dims();
         let heads = self.num_heads;
         let head_dim = c / heads;
-        let qkv = self.qkv.forward(x).reshape([batch, n, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
+        let qkv = linear(&self.qkv, x).reshape([batch, n, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
         let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([batch, heads, n, head_dim]);
         let (q, k, v) = (take(0), take(1), take(2));
 
@@ -70,7 +70,7 @@ impl ChannelGroupAttention {
         // [batch, heads, d, d]: channel-to-channel affinities summed over every token
         let attn = softmax_last(k.mul_scalar(scale).swap_dims(2, 3).matmul(v));
         let out = q.matmul(attn.swap_dims(2, 3));
-        self.proj.forward(out.swap_dims(1, 2).reshape([batch, n, c]))
+        linear(&self.proj, out.swap_dims(1, 2).reshape([batch, n, c]))
     }
 }
 

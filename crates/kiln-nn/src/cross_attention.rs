@@ -8,7 +8,7 @@
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
-use crate::fused::softmax_last;
+use crate::fused::{linear, softmax_last};
 use crate::init;
 
 /// The logit a masked key gets: its weight after the softmax is exactly 0 in f32, and a query
@@ -85,8 +85,7 @@ impl CrossAttention {
     /// - `x`: `[n, tokens, C]` -> `[n, heads, tokens, C / heads]`
     pub fn query(&self, x: Tensor<3>) -> Tensor<4> {
         let [n, tokens, c] = x.dims();
-        self.q
-            .forward(x)
+        linear(&self.q, x)
             .reshape([n, tokens, self.num_heads, c / self.num_heads])
             .swap_dims(1, 2)
     }
@@ -98,9 +97,7 @@ impl CrossAttention {
     pub fn key_value(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         let [n, tokens, c] = x.dims();
         let head_dim = c / self.num_heads;
-        let kv = self
-            .kv
-            .forward(x)
+        let kv = linear(&self.kv, x)
             .reshape([n, tokens, 2, self.num_heads, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let take = |i: usize| kv.clone().slice_dim(0, i..i + 1).reshape([n, self.num_heads, tokens, head_dim]);
@@ -139,7 +136,7 @@ impl CrossAttention {
         let [n, heads, queries, head_dim] = q.dims();
         let weights = self.attn_drop.forward(self.attention_weights(q, k, key_mask));
         let out = weights.matmul(v).swap_dims(1, 2).reshape([n, queries, heads * head_dim]);
-        self.proj_drop.forward(self.proj.forward(out))
+        self.proj_drop.forward(linear(&self.proj, out))
     }
 
     /// Queries from `x_q`, keys and values from `x_kv`.

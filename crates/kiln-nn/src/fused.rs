@@ -18,7 +18,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
-use burn::nn::PaddingConfig2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -26,6 +26,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::attention_kernel::{self, AttentionShape, Isa};
+use crate::blas;
 use crate::depthwise_kernel::{self, DepthwiseShape};
 use crate::math::{dot, erf, exp, sigmoid};
 
@@ -110,7 +111,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let bias = || conv.bias.as_ref().map(|b| b.val());
     if [kh, kw] == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded {
         let weight = conv.weight.val().reshape([1, out_channels, channels]);
-        let y = weight.matmul(x.reshape([batch, channels, height * width]));
+        let y = matmul(weight, x.reshape([batch, channels, height * width]));
         let y = match bias() {
             Some(bias) => y + bias.reshape([1, out_channels, 1]),
             None => y,
@@ -122,7 +123,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let (oh, ow) = (height / kh, width / kw);
         let x = if (oh * kh, ow * kw) != (height, width) { x.slice([0..batch, 0..channels, 0..oh * kh, 0..ow * kw]) } else { x };
         let patches = x.reshape([batch, channels, oh, kh, ow, kw]).permute([0, 2, 4, 1, 3, 5]).reshape([batch * oh * ow, channels * kh * kw]);
-        let y = burn::tensor::module::linear(patches, conv.weight.val().reshape([out_channels, channels * kh * kw]).transpose(), bias());
+        let y = affine(patches, conv.weight.val().reshape([out_channels, channels * kh * kw]).transpose(), bias());
         return y.reshape([batch, oh, ow, out_channels]).permute([0, 3, 1, 2]);
     }
     let depthwise = conv.groups == channels && out_channels == channels && per_group == 1 && conv.dilation == [1, 1];
@@ -138,6 +139,47 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.stride,
         padding,
     ))
+}
+
+/// `x·W + b` through `linear`'s weights (burn's `[d_input, d_output]` layout): on burn-flex with
+/// OpenBLAS linked (see `blas`) one matrix-product node whose backward pass is two more
+/// products, `linear.forward` otherwise.
+///
+/// # Shapes
+/// - `x`: `[..., d_input]` -> `[..., d_output]`
+pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let mut dims = x.dims();
+    let [d_input, d_output] = linear.weight.dims();
+    let rows = dims[..D - 1].iter().product();
+    let y = affine(x.reshape([rows, d_input]), linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
+    dims[D - 1] = d_output;
+    y.reshape(dims)
+}
+
+/// `x·weight + bias` for `[rows, d_input]` rows and a `[d_input, d_output]` weight.
+fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    if !(runs_fused(&x) && blas::enabled()) {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    let ([rows, d_input], d_output) = (x.dims(), weight.dims()[1]);
+    let y = matmul(x.reshape([1, rows, d_input]), weight.reshape([1, d_input, d_output])).reshape([rows, d_output]);
+    match bias {
+        Some(bias) => y + bias.reshape([1, d_output]),
+        None => y,
+    }
+}
+
+/// `lhs·rhs` per batch entry, a batch of 1 on either side shared by every entry: through
+/// OpenBLAS as one autodiff node on burn-flex when it is linked, burn's `matmul` otherwise.
+///
+/// # Shapes
+/// - `lhs`: `[batch or 1, M, K]`, `rhs`: `[batch or 1, K, N]` -> `[batch, M, N]`
+pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
+    if runs_fused(&lhs) && blas::enabled() {
+        Tensor::from_dispatch(<Dispatch as FusedOps>::fused_matmul(lhs.into_dispatch(), rhs.into_dispatch()))
+    } else {
+        lhs.matmul(rhs)
+    }
 }
 
 /// Whether [`window_attention`] has a SIMD form on this CPU (x86-64 with AVX2 or AVX-512). Its
@@ -205,6 +247,8 @@ pub trait FusedOps: Backend {
         heads: usize,
         scale: f64,
     ) -> FloatTensor<Self>;
+    /// Batched matrix product through OpenBLAS, see [`matmul`].
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl FusedOps for Flex {
@@ -234,6 +278,39 @@ impl FusedOps for Flex {
     fn fused_window_attention(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f64) -> FlexTensor {
         attention_forward(qkv, bias, mask, heads, scale as f32, false).0
     }
+
+    fn fused_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+        let (lhs, rhs) = (blas_readable(lhs), blas_readable(rhs));
+        let batch = batch_of(&lhs).max(batch_of(&rhs));
+        let (m, n) = (lhs.layout().shape()[1], rhs.layout().shape()[2]);
+        let out = blas::batched_matmul(lhs.storage(), matrix_view(&lhs), rhs.storage(), matrix_view(&rhs), batch, false);
+        FlexTensor::from_data(TensorData::new(out, [batch, m, n]))
+    }
+}
+
+/// A `[batch, rows, cols]` tensor as BLAS sees it: a batch of 1 has batch stride 0 (shared).
+fn matrix_view(x: &FlexTensor) -> blas::MatrixView {
+    let (dims, strides) = (x.layout().shape(), x.layout().strides());
+    let stride = |i: usize| usize::try_from(strides[i]).unwrap_or(0);
+    blas::MatrixView {
+        offset: x.layout().start_offset(),
+        rows: dims[1],
+        cols: dims[2],
+        row_stride: stride(1),
+        col_stride: stride(2),
+        batch_stride: if dims[0] == 1 { 0 } else { stride(0) },
+    }
+}
+
+fn batch_of(x: &FlexTensor) -> usize {
+    x.layout().shape()[0]
+}
+
+/// `x` itself when BLAS reads its matrices in place (row-major or transposed, non-negative
+/// strides), a contiguous copy otherwise.
+fn blas_readable(x: FlexTensor) -> FlexTensor {
+    let strides_ok = x.layout().strides().iter().all(|&s| s >= 0);
+    if strides_ok && matrix_view(&x).is_blas_readable() { x } else { x.to_contiguous() }
 }
 
 /// The depthwise convolution's output, and what its backward pass keeps: the shape and the
@@ -347,6 +424,44 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 heads,
                 scale,
             )),
+        }
+    }
+
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        match MatmulBackward.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (lhs, rhs) = (blas_readable(lhs.into_primitive()), blas_readable(rhs.into_primitive()));
+                let out = Flex::fused_matmul(lhs.clone(), rhs.clone());
+                prep.finish((lhs, rhs), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_matmul(lhs.into_primitive(), rhs.into_primitive())),
+        }
+    }
+}
+
+/// Keeps both operands: `∂lhs = ∂out·rhsᵀ`, `∂rhs = lhsᵀ·∂out`, each summed over the batch where
+/// that operand was shared. Transposes are views: BLAS reads them in place.
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl Backward<Flex, 2> for MatmulBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [lhs_node, rhs_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (lhs, rhs) = ops.state;
+        let batch = batch_of(&grad);
+        let grad_view = matrix_view(&grad);
+        if let Some(node) = lhs_node {
+            let shared = batch_of(&lhs) == 1 && batch > 1;
+            let d = blas::batched_matmul(grad.storage(), grad_view, rhs.storage(), matrix_view(&rhs).t(), batch, shared);
+            grads.register::<Flex>(node.id, f32_tensor(d, &lhs));
+        }
+        if let Some(node) = rhs_node {
+            let shared = batch_of(&rhs) == 1 && batch > 1;
+            let d = blas::batched_matmul(lhs.storage(), matrix_view(&lhs).t(), grad.storage(), grad_view, batch, shared);
+            grads.register::<Flex>(node.id, f32_tensor(d, &rhs));
         }
     }
 }
@@ -586,11 +701,15 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
+    /// Each element within 1e-4 of its own size, plus 1e-5 of the tensor's largest element (at
+    /// least 1e-5): a gradient summed over many rows that nearly cancels keeps the rounding error
+    /// of its large terms, and the two sides sum in different orders.
     fn assert_close<const D: usize>(got: Tensor<D>, want: Tensor<D>, what: &str) {
         assert_eq!(got.dims(), want.dims(), "{what}: shape");
         let (got, want) = (crate::test_values(got), crate::test_values(want));
+        let scale = want.iter().fold(1.0f32, |m, w| m.max(w.abs()));
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: fused {g}, plain {w}");
+            assert!((g - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(), "{what}[{i}]: fused {g}, plain {w}");
         }
     }
 
@@ -716,6 +835,42 @@ mod tests {
     /// 1x1 and patchwise convolutions as matrix products against burn's convolution: values and
     /// gradients, with and without bias, `Same` padding (nothing at 1x1) included, and a
     /// patchwise one whose input leaves a partial patch.
+    #[test]
+    fn linear_and_batched_products_match_burns_forward_and_backward() {
+        use burn::nn::LinearConfig;
+        // the products go through OpenBLAS when it is linked, through burn's ops otherwise
+        let device = Device::flex().autodiff();
+        for bias in [true, false] {
+            let layer = LinearConfig::new(7, 9).with_bias(bias).init(&device);
+            // a permuted input: BLAS reads it transposed or after a copy
+            let x = random([5, 2, 7], &device).swap_dims(0, 1).require_grad();
+            let (fused, plain) = (linear(&layer, x.clone()), layer.forward(x.clone()));
+            assert_close(fused.clone(), plain.clone(), "linear");
+            let weights = random(plain.dims(), &device);
+            let grads_fused = (fused * weights.clone()).sum().backward();
+            let grads_plain = (plain * weights).sum().backward();
+            assert_close(x.grad(&grads_fused).unwrap(), x.grad(&grads_plain).unwrap(), "linear ∂x");
+            assert_close(layer.weight.grad(&grads_fused).unwrap(), layer.weight.grad(&grads_plain).unwrap(), "linear ∂w");
+            if let Some(b) = &layer.bias {
+                assert_close(b.grad(&grads_fused).unwrap(), b.grad(&grads_plain).unwrap(), "linear ∂b");
+            }
+        }
+        // batch 4, one side shared (batch 1) or not; 70 rows so the product is split in blocks;
+        // the left operand stored transposed
+        for (lhs_batch, rhs_batch) in [(4, 4), (1, 4), (4, 1)] {
+            let what = format!("lhs batch {lhs_batch}, rhs batch {rhs_batch}");
+            let lhs = random([lhs_batch, 33, 70], &device).swap_dims(1, 2).require_grad();
+            let rhs = random([rhs_batch, 33, 45], &device).require_grad();
+            let (fused, plain) = (matmul(lhs.clone(), rhs.clone()), lhs.clone().matmul(rhs.clone()));
+            assert_close(fused.clone(), plain.clone(), &what);
+            let weights = random(plain.dims(), &device);
+            let grads_fused = (fused * weights.clone()).sum().backward();
+            let grads_plain = (plain * weights).sum().backward();
+            assert_close(lhs.grad(&grads_fused).unwrap(), lhs.grad(&grads_plain).unwrap(), &format!("{what}: ∂lhs"));
+            assert_close(rhs.grad(&grads_fused).unwrap(), rhs.grad(&grads_plain).unwrap(), &format!("{what}: ∂rhs"));
+        }
+    }
+
     #[test]
     fn pointwise_and_patchwise_convs_match_burns_forward_and_backward() {
         use burn::nn::conv::Conv2dConfig;

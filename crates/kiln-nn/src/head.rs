@@ -6,6 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
 
+use crate::fused::linear;
 use crate::init;
 use crate::norm::{LayerNorm, LayerNormConfig};
 
@@ -73,7 +74,7 @@ impl ClassifierHead {
             None => pooled,
         };
         let x = match &self.pre_logits {
-            Some(pre) => tanh(pre.fc.forward(x)),
+            Some(pre) => tanh(linear(&pre.fc, x)),
             None => x,
         };
         self.drop.forward(x)
@@ -82,7 +83,7 @@ impl ClassifierHead {
     /// # Shapes
     /// - `pooled`: `[batch, d_input]` -> `[batch, num_classes]`
     pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(self.pre_logits(pooled))
+        linear(&self.fc, self.pre_logits(pooled))
     }
 }
 

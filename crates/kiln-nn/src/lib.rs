@@ -6,6 +6,7 @@
 
 pub mod activation;
 mod attention_kernel;
+mod blas;
 pub mod channel_attention;
 pub mod conv_module;
 pub mod conv_pos_enc;

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use crate::activation::Gelu;
 use burn::prelude::*;
 
+use crate::fused::linear;
 use crate::init;
 
 /// Configuration of an [`Mlp`].
@@ -60,8 +61,8 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[..., d_input]` -> `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let x = self.drop.forward(self.act.forward(self.fc1.forward(x)));
-        self.drop.forward(self.fc2.forward(x))
+        let x = self.drop.forward(self.act.forward(linear(&self.fc1, x)));
+        self.drop.forward(linear(&self.fc2, x))
     }
 }
 

@@ -6,6 +6,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 
+use crate::fused::linear;
 use crate::init;
 use crate::norm::{LayerNorm, LayerNormConfig};
 
@@ -106,7 +107,7 @@ impl PatchMerging {
             .reshape([batch, h / 2, 2, w / 2, 2, c])
             .permute([0, 1, 3, 4, 2, 5])
             .reshape([batch, h / 2, w / 2, 4 * c]);
-        self.reduction.forward(self.norm.forward(x))
+        linear(&self.reduction, self.norm.forward(x))
     }
 }
 

@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
-use crate::fused::{runs_fused, softmax_last, window_attention, window_attention_is_vectorised};
+use crate::fused::{linear, runs_fused, softmax_last, window_attention, window_attention_is_vectorised};
 use crate::{init, relative_position::relative_position_index};
 
 /// Configuration of a [`WindowAttention`].
@@ -99,9 +99,9 @@ impl WindowAttention {
     /// - `mask`: `[num_windows, N, N]` added to every head's logits (0 or −100 in Swin)
     /// - returns `[batch · num_windows, N, C]`
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3>>) -> Tensor<3> {
-        let qkv = self.qkv.forward(x);
+        let qkv = linear(&self.qkv, x);
         let out = multi_head_attention(qkv, self.num_heads, self.relative_position_bias(), mask, &self.attn_drop);
-        self.proj_drop.forward(self.proj.forward(out))
+        self.proj_drop.forward(linear(&self.proj, out))
     }
 }
 
