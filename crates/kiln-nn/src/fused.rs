@@ -498,17 +498,17 @@ impl Backward<Flex, 1> for GeluBackward {
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x, approximate) = ops.state;
         let Some(node) = x_node else { return };
-        let slope = |x: f32| {
-            if approximate {
-                // x·σ(2z): σ + x·σ(1 − σ)·2z'
+        // one loop per form: a branch inside the element loop keeps it from vectorising
+        let dx = if approximate {
+            // x·σ(2z): σ + x·σ(1 − σ)·2z'
+            zip_elementwise(x.storage(), grad.storage(), |x, g| {
                 let (gate, dz) = gelu_tanh_gate(x);
-                gate + x * gate * (1.0 - gate) * dz
-            } else {
-                // x·Φ(x): Φ + x·φ
-                normal_cdf(x) + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x)
-            }
+                g * (gate + x * gate * (1.0 - gate) * dz)
+            })
+        } else {
+            // x·Φ(x): Φ + x·φ
+            zip_elementwise(x.storage(), grad.storage(), |x, g| g * (normal_cdf(x) + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x)))
         };
-        let dx = zip_elementwise(x.storage(), grad.storage(), |x, g| g * slope(x));
         grads.register::<Flex>(node.id, f32_tensor(dx, &x));
     }
 }
