@@ -291,24 +291,12 @@ impl DualBlockConfig {
     }
 }
 
-/// `[batch, C, H, W]` -> `[batch, H·W, C]`, tokens row-major as timm's `flatten(2).transpose(1, 2)`.
-fn to_tokens(x: Tensor<4>) -> Tensor<3> {
-    let [batch, c, h, w] = x.dims();
-    x.reshape([batch, c, h * w]).swap_dims(1, 2)
-}
-
-/// Inverse of [`to_tokens`].
-fn to_map(tokens: Tensor<3>, h: usize, w: usize) -> Tensor<4> {
-    let [batch, _, c] = tokens.dims();
-    tokens.swap_dims(1, 2).reshape([batch, c, h, w])
-}
-
-/// `x + mlp(norm2(x))` over the tokens of a map: how both halves of a dual block end.
+/// `x + mlp(norm2(x))` over the tokens of a channels-last map: how both halves of a dual block end.
 fn feed_forward(x: Tensor<4>, norm2: &LayerNorm, mlp: &Mlp, drop_path: &DropPath) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    let t = to_tokens(x);
+    let [batch, h, w, c] = x.dims();
+    let t = x.reshape([batch, h * w, c]);
     let t = t.clone() + drop_path.forward(mlp.forward(norm2.forward(t)));
-    to_map(t, h, w)
+    t.reshape([batch, h, w, c])
 }
 
 /// Spatial half of a dual block: position encoding, window self-attention, position
@@ -330,20 +318,19 @@ impl SpatialBlock {
     /// as in timm.
     ///
     /// # Shapes
-    /// - `x`: `[batch, C, H, W]` -> `[batch, C, H, W]`
+    /// - `x`: `[batch, H, W, C]` -> `[batch, H, W, C]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [batch, c, h, w] = x.dims();
-        let shortcut = to_tokens(self.cpe1.forward(x));
-        let y = self.norm1.forward(shortcut.clone()).reshape([batch, h, w, c]);
+        let [batch, h, w, c] = x.dims();
+        let shortcut = self.cpe1.forward(x);
+        let y = self.norm1.forward(shortcut.clone());
         let window = self.attn.window();
         let (pad_h, pad_w) = ((window[0] - h % window[0]) % window[0], (window[1] - w % window[1]) % window[1]);
         let y = if pad_h + pad_w > 0 { y.pad([(0, pad_h), (0, pad_w), (0, 0)], PadMode::Constant(0.0)) } else { y };
         let windows = self.attn.forward(window_partition(y, window), None);
         let y = window_reverse(windows, window, h + pad_h, w + pad_w);
         let y = if pad_h + pad_w > 0 { y.slice([0..batch, 0..h, 0..w, 0..c]) } else { y };
-        let x = shortcut + self.drop_path.forward(y.reshape([batch, h * w, c]));
-        let x = self.cpe2.forward(to_map(x, h, w));
-        feed_forward(x, &self.norm2, &self.mlp, &self.drop_path)
+        let x = shortcut + self.drop_path.forward(y);
+        feed_forward(self.cpe2.forward(x), &self.norm2, &self.mlp, &self.drop_path)
     }
 }
 
@@ -362,13 +349,12 @@ struct ChannelBlock {
 
 impl ChannelBlock {
     /// # Shapes
-    /// - `x`: `[batch, C, H, W]` -> `[batch, C, H, W]`
+    /// - `x`: `[batch, H, W, C]` -> `[batch, H, W, C]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
-        let x = to_tokens(self.cpe1.forward(x));
+        let [batch, h, w, c] = x.dims();
+        let x = self.cpe1.forward(x).reshape([batch, h * w, c]);
         let x = x.clone() + self.drop_path.forward(self.attn.forward(self.norm1.forward(x)));
-        let x = self.cpe2.forward(to_map(x, h, w));
-        feed_forward(x, &self.norm2, &self.mlp, &self.drop_path)
+        feed_forward(self.cpe2.forward(x.reshape([batch, h, w, c])), &self.norm2, &self.mlp, &self.drop_path)
     }
 }
 
@@ -389,7 +375,11 @@ impl DaVitStage {
             Some(down) => down.forward(x),
             None => x,
         };
-        self.blocks.iter().fold(x, |x, (spatial, channel)| channel.forward(spatial.forward(x)))
+        // channels-last through the blocks: their tokens, layer norms and position encodings
+        // all read it without a permute copy
+        let x = x.permute([0, 2, 3, 1]);
+        let x = self.blocks.iter().fold(x, |x, (spatial, channel)| channel.forward(spatial.forward(x)));
+        x.permute([0, 3, 1, 2])
     }
 }
 

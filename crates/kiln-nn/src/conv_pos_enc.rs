@@ -5,7 +5,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 
-use crate::fused::conv2d;
+use crate::fused::depthwise_conv2d_channels_last;
 
 /// Configuration of a [`ConvPosEnc`].
 #[derive(Config, Debug)]
@@ -39,10 +39,12 @@ impl ConvPosEncConfig {
 }
 
 impl ConvPosEnc {
+    /// On a channels-last map, as the token blocks around it keep it.
+    ///
     /// # Shapes
-    /// - `x`: `[batch, C, H, W]` -> `[batch, C, H, W]`
+    /// - `x`: `[batch, H, W, C]` -> `[batch, H, W, C]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        x.clone() + conv2d(&self.proj, x)
+        x.clone() + depthwise_conv2d_channels_last(&self.proj, x)
     }
 }
 
@@ -63,7 +65,7 @@ mod tests {
         cpe.proj.bias = Some(Param::from_tensor(Tensor::from_floats([0.5, -1.0], &device)));
         // 2x3 maps: channel 0 = [[1, 2, 3], [4, 5, 6]], channel 1 = [[1, 0, 1], [0, 1, 0]]
         let x = Tensor::<4>::from_floats([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]]], &device);
-        let got = cpe.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        let got = cpe.forward(x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2]).into_data().try_to_vec::<f32>().unwrap();
         // channel 0: x + neighbourhood sum (zeros outside) + 0.5
         //   sums: [[12, 21, 16], [12, 21, 16]]
         // channel 1: x + 2 · right neighbour (0 past the edge) − 1

@@ -137,6 +137,90 @@ pub(crate) fn backward(s: DepthwiseShape, x: &[f32], weight: &[f32], dout: &[f32
     (dx, dw, db)
 }
 
+/// Channels-last form at stride 1 (DaViT's position encoding, whose tokens are `[batch, H, W,
+/// C]`): `out[b, oh, ow] = bias + Σᵢⱼ taps[i·kw + j] ⊙ x[b, oh + i − top, ow + j − left]`, each
+/// term a multiply-add over the `C` contiguous channels. `taps`: `[kh·kw, C]` (the weight
+/// transposed tap-major), `x`: `[batch, H, W, C]` -> `[batch, OH, OW, C]`.
+pub(crate) fn forward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32], bias: &[f32]) -> Vec<f32> {
+    assert_eq!(s.stride, [1, 1], "the channels-last kernel is for stride 1");
+    let (c, kh, kw) = (s.channels, s.kernel[0], s.kernel[1]);
+    let (oh_count, ow_count) = (s.out_height(), s.out_width());
+    let mut out = vec![0.0f32; s.batch * oh_count * ow_count * c];
+    out.par_chunks_mut(ow_count * c).enumerate().for_each(|(row, out_row)| {
+        let (b, oh) = (row / oh_count, row % oh_count);
+        out_row.chunks_exact_mut(c).for_each(|o| o.copy_from_slice(bias));
+        for i in 0..kh {
+            let Some(ih) = s.input_row(oh, i) else { continue };
+            let in_row = &x[(b * s.height + ih) * s.width * c..][..s.width * c];
+            for j in 0..kw {
+                let (lo, hi, iw) = s.valid_columns(j);
+                let tap = &taps[(i * kw + j) * c..][..c];
+                let outs = out_row[lo * c..hi * c].chunks_exact_mut(c);
+                for (o, xs) in outs.zip(in_row[iw * c..].chunks_exact(c)) {
+                    for ((o, &w), &v) in o.iter_mut().zip(tap).zip(xs) {
+                        *o += w * v;
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Gradients of [`forward_channels_last`]'s input, taps (`[kh·kw, C]`) and bias. The input's is
+/// the forward pass over `dout` with the kernel flipped and the padding mirrored (stride 1);
+/// the taps' and bias's are sums over output rows, per task then added.
+pub(crate) fn backward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32], dout: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (c, kh, kw) = (s.channels, s.kernel[0], s.kernel[1]);
+    let (oh_count, ow_count) = (s.out_height(), s.out_width());
+    let [top, bottom, left, right] = s.padding;
+    assert!(top < kh && bottom < kh && left < kw && right < kw, "padding below the kernel size");
+    let flipped: Vec<f32> = (0..kh * kw).rev().flat_map(|t| taps[t * c..(t + 1) * c].iter().copied()).collect();
+    let mirrored = DepthwiseShape { height: oh_count, width: ow_count, padding: [kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right], ..s };
+    let dx = forward_channels_last(mirrored, dout, &flipped, &vec![0.0; c]);
+    // per task: [∂taps (kh·kw·C) | ∂bias (C)]
+    let rows: Vec<usize> = (0..s.batch * oh_count).collect();
+    let sums = rows
+        .par_chunks(ROWS_PER_TASK)
+        .map(|rows| {
+            let mut acc = vec![0.0f32; (kh * kw + 1) * c];
+            for &row in rows {
+                let (b, oh) = (row / oh_count, row % oh_count);
+                let dy_row = &dout[row * ow_count * c..][..ow_count * c];
+                let db = &mut acc[kh * kw * c..];
+                for g in dy_row.chunks_exact(c) {
+                    db.iter_mut().zip(g).for_each(|(d, &g)| *d += g);
+                }
+                for i in 0..kh {
+                    let Some(ih) = s.input_row(oh, i) else { continue };
+                    let in_row = &x[(b * s.height + ih) * s.width * c..][..s.width * c];
+                    for j in 0..kw {
+                        let (lo, hi, iw) = s.valid_columns(j);
+                        let dtap = &mut acc[(i * kw + j) * c..][..c];
+                        for (g, xs) in dy_row[lo * c..hi * c].chunks_exact(c).zip(in_row[iw * c..].chunks_exact(c)) {
+                            for ((d, &g), &v) in dtap.iter_mut().zip(g).zip(xs) {
+                                *d += g * v;
+                            }
+                        }
+                    }
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![0.0f32; (kh * kw + 1) * c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    let (dtaps, dbias) = sums.split_at(kh * kw * c);
+    (dx, dtaps.to_vec(), dbias.to_vec())
+}
+
+/// Output rows summed by one task of [`backward_channels_last`].
+const ROWS_PER_TASK: usize = 16;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,23 +90,11 @@ pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Tensor<D> {
 /// - `x`: `[batch, C, H, W]` -> `[batch, C_out, OH, OW]`
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
-    let [out_channels, per_group, kh, kw] = conv.weight.dims();
+    let [out_channels, _, kh, kw] = conv.weight.dims();
     if !runs_fused(&x) {
         return conv.forward(x);
     }
-    // [top, bottom, left, right], TF-style `Same` resolved as burn's convolution does
-    let same = |size: usize, k: usize, s: usize| {
-        let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
-        [total / 2, total - total / 2]
-    };
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => [0; 4],
-        PaddingConfig2d::Same => {
-            let ([top, bottom], [left, right]) = (same(height, kh, conv.stride[0]), same(width, kw, conv.stride[1]));
-            [top, bottom, left, right]
-        }
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, bottom, left, right],
-    };
+    let padding = resolved_padding(conv, [height, width]);
     let unpadded = padding == [0; 4];
     let bias = || conv.bias.as_ref().map(|b| b.val());
     if [kh, kw] == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded {
@@ -126,18 +114,64 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let y = affine(patches, conv.weight.val().reshape([out_channels, channels * kh * kw]).transpose(), bias());
         return y.reshape([batch, oh, ow, out_channels]).permute([0, 3, 1, 2]);
     }
-    let depthwise = conv.groups == channels && out_channels == channels && per_group == 1 && conv.dilation == [1, 1];
-    if !depthwise {
+    if !is_depthwise(conv, channels) {
         return conv.forward(x);
     }
+    depthwise_node(conv, x, padding, false)
+}
+
+/// [`conv2d`] for a depthwise convolution of a channels-last map (DaViT's position encoding
+/// between token blocks): on burn-flex at stride 1 one node over the map as it is, with no
+/// permute copies either side; otherwise the map is permuted around [`conv2d`].
+///
+/// # Shapes
+/// - `x`: `[batch, H, W, C]` -> `[batch, OH, OW, C]`
+pub fn depthwise_conv2d_channels_last(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, height, width, channels] = x.dims();
+    if !(runs_fused(&x) && is_depthwise(conv, channels) && conv.stride == [1, 1]) {
+        return conv2d(conv, x.permute([0, 3, 1, 2])).permute([0, 2, 3, 1]);
+    }
+    let padding = resolved_padding(conv, [height, width]);
+    depthwise_node(conv, x, padding, true)
+}
+
+/// One filter per channel, no dilation.
+fn is_depthwise(conv: &Conv2d, channels: usize) -> bool {
+    let [out_channels, per_group, _, _] = conv.weight.dims();
+    conv.groups == channels && out_channels == channels && per_group == 1 && conv.dilation == [1, 1]
+}
+
+/// `[top, bottom, left, right]` for a `[height, width]` input, TF-style `Same` resolved as
+/// burn's convolution does.
+fn resolved_padding(conv: &Conv2d, [height, width]: [usize; 2]) -> [usize; 4] {
+    let [_, _, kh, kw] = conv.weight.dims();
+    let same = |size: usize, k: usize, s: usize| {
+        let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
+        [total / 2, total - total / 2]
+    };
+    match conv.padding {
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Same => {
+            let ([top, bottom], [left, right]) = (same(height, kh, conv.stride[0]), same(width, kw, conv.stride[1]));
+            [top, bottom, left, right]
+        }
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, bottom, left, right],
+    }
+}
+
+fn depthwise_node(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4], channels_last: bool) -> Tensor<4> {
     let weight = conv.weight.val();
-    let bias = bias().unwrap_or_else(|| Tensor::zeros([channels], &weight.device()));
+    let bias = match &conv.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([weight.dims()[0]], &weight.device()),
+    };
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_depthwise_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         conv.stride,
         padding,
+        channels_last,
     ))
 }
 
@@ -229,13 +263,15 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
-    /// Depthwise convolution, see [`conv2d`]; padding `[top, bottom, left, right]`.
+    /// Depthwise convolution, see [`conv2d`] and [`depthwise_conv2d_channels_last`]; padding
+    /// `[top, bottom, left, right]`.
     fn fused_depthwise_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         stride: [usize; 2],
         padding: [usize; 4],
+        channels_last: bool,
     ) -> FloatTensor<Self>;
     /// GELU, see [`gelu`].
     fn fused_gelu(x: FloatTensor<Self>, approximate: bool) -> FloatTensor<Self>;
@@ -261,8 +297,8 @@ impl FusedOps for Flex {
         burn_flex::ops::activation::layer_norm(x, gamma, Some(beta), epsilon)
     }
 
-    fn fused_depthwise_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> FlexTensor {
-        depthwise_forward(x, weight, bias, stride, padding).0
+    fn fused_depthwise_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4], channels_last: bool) -> FlexTensor {
+        depthwise_forward(x, weight, bias, stride, padding, channels_last).0
     }
 
     fn fused_gelu(x: FlexTensor, approximate: bool) -> FlexTensor {
@@ -315,16 +351,43 @@ fn blas_readable(x: FlexTensor) -> FlexTensor {
 
 /// The depthwise convolution's output, and what its backward pass keeps: the shape and the
 /// contiguous input, weight and bias.
-fn depthwise_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> (FlexTensor, DepthwiseState) {
+fn depthwise_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4], channels_last: bool) -> (FlexTensor, DepthwiseState) {
     let (dims, w) = (x.layout().shape().clone(), weight.layout().shape().clone());
-    let shape = DepthwiseShape { batch: dims[0], channels: dims[1], height: dims[2], width: dims[3], kernel: [w[2], w[3]], stride, padding };
+    let [batch, height, width, channels] = if channels_last { [dims[0], dims[1], dims[2], dims[3]] } else { [dims[0], dims[2], dims[3], dims[1]] };
+    let shape = DepthwiseShape { batch, channels, height, width, kernel: [w[2], w[3]], stride, padding };
     let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
-    let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
-    let out = FlexTensor::from_data(TensorData::new(out, [shape.batch, shape.channels, shape.out_height(), shape.out_width()]));
-    (out, (shape, x, weight, bias))
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let out = if channels_last {
+        let out = depthwise_kernel::forward_channels_last(shape, x.storage(), &taps(&weight), bias.storage());
+        FlexTensor::from_data(TensorData::new(out, [batch, oh, ow, channels]))
+    } else {
+        let out = depthwise_kernel::forward(shape, x.storage(), weight.storage(), bias.storage());
+        FlexTensor::from_data(TensorData::new(out, [batch, channels, oh, ow]))
+    };
+    (out, DepthwiseState { shape, channels_last, x, weight, bias })
 }
 
-type DepthwiseState = (DepthwiseShape, FlexTensor, FlexTensor, FlexTensor);
+/// A depthwise weight `[C, 1, kh, kw]` tap-major, `[kh·kw, C]`, as the channels-last kernel reads it.
+fn taps(weight: &FlexTensor) -> Vec<f32> {
+    transpose(weight.storage(), weight.layout().shape()[0])
+}
+
+/// A row-major `[rows, len / rows]` matrix transposed.
+fn transpose(values: &[f32], rows: usize) -> Vec<f32> {
+    let cols = values.len() / rows;
+    (0..cols).flat_map(|j| (0..rows).map(move |i| values[i * cols + j])).collect()
+}
+
+/// What the depthwise convolution's backward pass keeps: the shape, the layout and the
+/// contiguous input, weight and bias.
+#[derive(Clone, Debug)]
+struct DepthwiseState {
+    shape: DepthwiseShape,
+    channels_last: bool,
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+}
 
 /// The window attention's output, and what its backward pass keeps (probabilities only when
 /// `keep_probs`).
@@ -375,10 +438,11 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         stride: [usize; 2],
         padding: [usize; 4],
+        channels_last: bool,
     ) -> FloatTensor<Self> {
         match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, state) = depthwise_forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
+                let (out, state) = depthwise_forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding, channels_last);
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_depthwise_conv2d(
@@ -387,6 +451,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 bias.into_primitive(),
                 stride,
                 padding,
+                channels_last,
             )),
         }
     }
@@ -476,8 +541,13 @@ impl Backward<Flex, 3> for DepthwiseBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x_node, weight_node, bias_node] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (shape, x, weight, bias) = ops.state;
-        let (dx, dw, db) = depthwise_kernel::backward(shape, x.storage(), weight.storage(), grad.storage());
+        let DepthwiseState { shape, channels_last, x, weight, bias } = ops.state;
+        let (dx, dw, db) = if channels_last {
+            let (dx, dtaps, db) = depthwise_kernel::backward_channels_last(shape, x.storage(), &taps(&weight), grad.storage());
+            (dx, transpose(&dtaps, shape.kernel[0] * shape.kernel[1]), db)
+        } else {
+            depthwise_kernel::backward(shape, x.storage(), weight.storage(), grad.storage())
+        };
         for (node, g, like) in [(x_node, dx, &x), (weight_node, dw, &weight), (bias_node, db, &bias)] {
             if let Some(node) = node {
                 grads.register::<Flex>(node.id, f32_tensor(g, like));
@@ -804,6 +874,8 @@ mod tests {
             (2, [8, 8], 2, PaddingConfig2d::Same, false),
             (4, [7, 6], 2, PaddingConfig2d::Same, true),
             (2, [5, 5], 1, PaddingConfig2d::Valid, true),
+            // more channels than one AVX-512 vector, and a remainder
+            (20, [6, 5], 1, PaddingConfig2d::Explicit(1, 1, 1, 1), true),
         ];
         for (channels, [h, w], stride, padding, bias) in cases {
             let what = format!("{channels} channels {h}x{w}, stride {stride}, {padding:?}, bias {bias}");
@@ -814,17 +886,21 @@ mod tests {
                 .with_bias(bias)
                 .init(&device);
             let x = random([2, channels, h, w], &device).require_grad();
-            let fused = conv2d(&conv, x.clone());
             let plain = conv.forward(x.clone());
-            assert_close(fused.clone(), plain.clone(), &what);
             let weights = random(plain.dims(), &device);
-            let grads_fused = (fused * weights.clone()).sum().backward();
-            let grads_plain = (plain * weights).sum().backward();
-            assert_close(x.grad(&grads_fused).unwrap(), x.grad(&grads_plain).unwrap(), &format!("{what}: ∂x"));
-            let (dw_fused, dw_plain) = (conv.weight.grad(&grads_fused).unwrap(), conv.weight.grad(&grads_plain).unwrap());
-            assert_close(dw_fused, dw_plain, &format!("{what}: ∂w"));
-            if let Some(b) = &conv.bias {
-                assert_close(b.grad(&grads_fused).unwrap(), b.grad(&grads_plain).unwrap(), &format!("{what}: ∂b"));
+            let grads_plain = (plain.clone() * weights.clone()).sum().backward();
+            // channels-first, and channels-last (the channels-last kernel at stride 1)
+            let channels_last = depthwise_conv2d_channels_last(&conv, x.clone().permute([0, 2, 3, 1])).permute([0, 3, 1, 2]);
+            for (layout, fused) in [("NCHW", conv2d(&conv, x.clone())), ("NHWC", channels_last)] {
+                let what = format!("{layout} {what}");
+                assert_close(fused.clone(), plain.clone(), &what);
+                let grads_fused = (fused * weights.clone()).sum().backward();
+                assert_close(x.grad(&grads_fused).unwrap(), x.grad(&grads_plain).unwrap(), &format!("{what}: ∂x"));
+                let (dw_fused, dw_plain) = (conv.weight.grad(&grads_fused).unwrap(), conv.weight.grad(&grads_plain).unwrap());
+                assert_close(dw_fused, dw_plain, &format!("{what}: ∂w"));
+                if let Some(b) = &conv.bias {
+                    assert_close(b.grad(&grads_fused).unwrap(), b.grad(&grads_plain).unwrap(), &format!("{what}: ∂b"));
+                }
             }
         }
         let dense = Conv2dConfig::new([2, 3], [3, 3]).init(&device);
