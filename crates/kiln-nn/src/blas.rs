@@ -51,10 +51,12 @@ pub(crate) fn enabled() -> bool {
     *ENABLED.get_or_init(|| cfg!(kiln_openblas) && std::env::var("KILN_BLAS").as_deref() != Ok("0"))
 }
 
-/// `C_b = A_b·B_b` for `batch` entries (`[batch, m, n]`, contiguous), or with `sum_batch`
-/// `C = Σ_b A_b·B_b` (`[m, n]`). `a` is `m×k`, `b` is `k×n`; both must be
-/// [`MatrixView::is_blas_readable`]. Only when [`enabled`].
-pub(crate) fn batched_matmul(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, batch: usize, sum_batch: bool) -> Vec<f32> {
+/// `C_b = A_b·B_b (+ bias)` for `batch` entries (`[batch, m, n]`, contiguous), or with
+/// `sum_batch` `C = Σ_b A_b·B_b (+ bias)` (`[m, n]`). `a` is `m×k`, `b` is `k×n`; both must be
+/// [`MatrixView::is_blas_readable`]. `bias` (`n` values) is added to every row: written into
+/// the output before the product accumulates onto it, so it costs no pass of its own. Only
+/// when [`enabled`].
+pub(crate) fn batched_matmul(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, batch: usize, sum_batch: bool, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (av.rows, av.cols, bv.cols);
     assert_eq!(k, bv.rows, "inner dimensions");
     let out_batch = if sum_batch { 1 } else { batch };
@@ -67,12 +69,20 @@ pub(crate) fn batched_matmul(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixVie
     let c = OutPtr(out.as_mut_ptr());
     let run = |&(entry, block): &(usize, Block)| {
         let entries = if sum_batch { 0..batch } else { entry..entry + 1 };
+        let c_block = entry * m * n + block.row0 * n + block.col0;
+        if let Some(bias) = bias {
+            for row in 0..block.rows {
+                // SAFETY: this task's block
+                let out_row = unsafe { std::slice::from_raw_parts_mut(c.at(c_block + row * n), block.cols) };
+                out_row.copy_from_slice(&bias[block.col0..block.col0 + block.cols]);
+            }
+        }
         for (i, b_idx) in entries.enumerate() {
             let a_block = MatrixView { offset: av.offset + b_idx * av.batch_stride + block.row0 * av.row_stride, rows: block.rows, ..av };
             let b_block = MatrixView { offset: bv.offset + b_idx * bv.batch_stride + block.col0 * bv.col_stride, cols: block.cols, ..bv };
-            let c_offset = entry * m * n + block.row0 * n + block.col0;
+            let beta = if i == 0 && bias.is_none() { 0.0 } else { 1.0 };
             // SAFETY: every task writes its own block of `out`; the views lie inside `a` and `b`
-            unsafe { sgemm(a, a_block, b, b_block, c.at(c_offset), n, if i == 0 { 0.0 } else { 1.0 }) };
+            unsafe { sgemm(a, a_block, b, b_block, c.at(c_block), n, beta) };
         }
     };
     if tasks.len() == 1 || 2 * m * n * k * batch < SEQUENTIAL_FLOPS {
@@ -183,9 +193,10 @@ mod tests {
         data[v.offset + b * v.batch_stride + i * v.row_stride + j * v.col_stride]
     }
 
-    fn naive(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, batch: usize, sum_batch: bool) -> Vec<f32> {
+    fn naive(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, batch: usize, sum_batch: bool, bias: Option<&[f32]>) -> Vec<f32> {
         let (m, k, n) = (av.rows, av.cols, bv.cols);
-        let mut out = vec![0.0f64; if sum_batch { 1 } else { batch } * m * n];
+        let out_batch = if sum_batch { 1 } else { batch };
+        let mut out: Vec<f64> = (0..out_batch * m * n).map(|i| bias.map_or(0.0, |bias| bias[i % n] as f64)).collect();
         for e in 0..batch {
             let base = if sum_batch { 0 } else { e * m * n };
             for i in 0..m {
@@ -218,11 +229,13 @@ mod tests {
                 for (shared_a, shared_b) in [(false, false), (true, false), (false, true)] {
                     let (a, av) = view(batch, m, k, pad, ta, shared_a);
                     let (b, bv) = view(batch, k, n, pad, tb, shared_b);
-                    for sum_batch in [false, true] {
-                        let got = batched_matmul(&a, av, &b, bv, batch, sum_batch);
-                        let want = naive(&a, av, &b, bv, batch, sum_batch);
+                    let bias = values(n, 7);
+                    for (sum_batch, bias) in [(false, None), (true, None), (false, Some(&bias[..])), (true, Some(&bias[..]))] {
+                        let got = batched_matmul(&a, av, &b, bv, batch, sum_batch, bias);
+                        let want = naive(&a, av, &b, bv, batch, sum_batch, bias);
                         let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
-                        assert!(err < 1e-4 * k as f32, "{batch}x{m}x{k}x{n} ta {ta} tb {tb} shared {shared_a}/{shared_b} sum {sum_batch}: {err}");
+                        let with_bias = bias.is_some();
+                        assert!(err < 1e-4 * k as f32, "{batch}x{m}x{k}x{n} ta {ta} tb {tb} shared {shared_a}/{shared_b} sum {sum_batch} bias {with_bias}: {err}");
                     }
                 }
             }

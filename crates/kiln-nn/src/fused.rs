@@ -11,7 +11,7 @@
 //! the qkv projection and the probabilities for its backward pass. All are added through burn's
 //! backend-extension mechanism; on any other backend (wgpu) or dtype, callers take burn's ops.
 
-use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -195,11 +195,12 @@ fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2>
     if !(runs_fused(&x) && blas::enabled()) {
         return burn::tensor::module::linear(x, weight, bias);
     }
-    let ([rows, d_input], d_output) = (x.dims(), weight.dims()[1]);
-    let y = matmul(x.reshape([1, rows, d_input]), weight.reshape([1, d_input, d_output])).reshape([rows, d_output]);
     match bias {
-        Some(bias) => y + bias.reshape([1, d_output]),
-        None => y,
+        Some(bias) => Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch())),
+        None => {
+            let ([rows, d_input], d_output) = (x.dims(), weight.dims()[1]);
+            matmul(x.reshape([1, rows, d_input]), weight.reshape([1, d_input, d_output])).reshape([rows, d_output])
+        }
     }
 }
 
@@ -285,6 +286,8 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
     /// Batched matrix product through OpenBLAS, see [`matmul`].
     fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x·weight + bias` through OpenBLAS, the bias written before the product, see [`linear`].
+    fn fused_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl FusedOps for Flex {
@@ -319,27 +322,38 @@ impl FusedOps for Flex {
         let (lhs, rhs) = (blas_readable(lhs), blas_readable(rhs));
         let batch = batch_of(&lhs).max(batch_of(&rhs));
         let (m, n) = (lhs.layout().shape()[1], rhs.layout().shape()[2]);
-        let out = blas::batched_matmul(lhs.storage(), matrix_view(&lhs), rhs.storage(), matrix_view(&rhs), batch, false);
+        let out = blas::batched_matmul(lhs.storage(), matrix_view(&lhs), rhs.storage(), matrix_view(&rhs), batch, false, None);
         FlexTensor::from_data(TensorData::new(out, [batch, m, n]))
+    }
+
+    fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let (x, weight, bias) = (blas_readable(x), blas_readable(weight), bias.to_contiguous());
+        let (rows, d_output) = (x.layout().shape()[0], weight.layout().shape()[1]);
+        let out = blas::batched_matmul(x.storage(), matrix_view(&x), weight.storage(), matrix_view(&weight), 1, false, Some(bias.storage()));
+        FlexTensor::from_data(TensorData::new(out, [rows, d_output]))
     }
 }
 
-/// A `[batch, rows, cols]` tensor as BLAS sees it: a batch of 1 has batch stride 0 (shared).
+/// A `[batch, rows, cols]` (or `[rows, cols]`) tensor as BLAS sees it: a batch of 1 has batch
+/// stride 0 (shared).
 fn matrix_view(x: &FlexTensor) -> blas::MatrixView {
     let (dims, strides) = (x.layout().shape(), x.layout().strides());
+    let r = dims.num_dims() - 2;
     let stride = |i: usize| usize::try_from(strides[i]).unwrap_or(0);
     blas::MatrixView {
         offset: x.layout().start_offset(),
-        rows: dims[1],
-        cols: dims[2],
-        row_stride: stride(1),
-        col_stride: stride(2),
-        batch_stride: if dims[0] == 1 { 0 } else { stride(0) },
+        rows: dims[r],
+        cols: dims[r + 1],
+        row_stride: stride(r),
+        col_stride: stride(r + 1),
+        batch_stride: if batch_of(x) == 1 { 0 } else { stride(0) },
     }
 }
 
+/// The batch of a `[batch, rows, cols]` tensor; 1 for a matrix.
 fn batch_of(x: &FlexTensor) -> usize {
-    x.layout().shape()[0]
+    let dims = x.layout().shape();
+    if dims.num_dims() == 3 { dims[0] } else { 1 }
 }
 
 /// `x` itself when BLAS reads its matrices in place (row-major or transposed, non-negative
@@ -502,6 +516,17 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_matmul(lhs.into_primitive(), rhs.into_primitive())),
         }
     }
+
+    fn fused_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        match LinearBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (blas_readable(x.into_primitive()), blas_readable(weight.into_primitive()));
+                let out = Flex::fused_linear(x.clone(), weight.clone(), bias.into_primitive());
+                prep.finish((x, weight), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_linear(x.into_primitive(), weight.into_primitive(), bias.into_primitive())),
+        }
+    }
 }
 
 /// Keeps both operands: `∂lhs = ∂out·rhsᵀ`, `∂rhs = lhsᵀ·∂out`, each summed over the batch where
@@ -516,19 +541,57 @@ impl Backward<Flex, 2> for MatmulBackward {
         let [lhs_node, rhs_node] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (lhs, rhs) = ops.state;
-        let batch = batch_of(&grad);
-        let grad_view = matrix_view(&grad);
-        if let Some(node) = lhs_node {
-            let shared = batch_of(&lhs) == 1 && batch > 1;
-            let d = blas::batched_matmul(grad.storage(), grad_view, rhs.storage(), matrix_view(&rhs).t(), batch, shared);
-            grads.register::<Flex>(node.id, f32_tensor(d, &lhs));
-        }
-        if let Some(node) = rhs_node {
-            let shared = batch_of(&rhs) == 1 && batch > 1;
-            let d = blas::batched_matmul(lhs.storage(), matrix_view(&lhs).t(), grad.storage(), grad_view, batch, shared);
-            grads.register::<Flex>(node.id, f32_tensor(d, &rhs));
+        register_product_grads(&lhs, &rhs, &grad, [lhs_node, rhs_node].map(|n| n.map(|n| n.id)), grads);
+    }
+}
+
+/// [`MatmulBackward`] plus the bias: `∂bias = Σ_rows ∂out`.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (x, weight) = ops.state;
+        register_product_grads(&x, &weight, &grad, [x_node, weight_node].map(|n| n.map(|n| n.id)), grads);
+        if let Some(node) = bias_node {
+            let d_output = grad.layout().shape()[1];
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(column_sums(grad.storage(), d_output), [d_output])));
         }
     }
+}
+
+/// `∂lhs = ∂out·rhsᵀ` and `∂rhs = lhsᵀ·∂out` for the operands that want one.
+fn register_product_grads(lhs: &FlexTensor, rhs: &FlexTensor, grad: &FlexTensor, nodes: [Option<NodeId>; 2], grads: &mut Gradients) {
+    let batch = batch_of(grad);
+    let grad_view = matrix_view(grad);
+    let [lhs_node, rhs_node] = nodes;
+    if let Some(id) = lhs_node {
+        let shared = batch_of(lhs) == 1 && batch > 1;
+        let d = blas::batched_matmul(grad.storage(), grad_view, rhs.storage(), matrix_view(rhs).t(), batch, shared, None);
+        grads.register::<Flex>(id, f32_tensor(d, lhs));
+    }
+    if let Some(id) = rhs_node {
+        let shared = batch_of(rhs) == 1 && batch > 1;
+        let d = blas::batched_matmul(lhs.storage(), matrix_view(lhs).t(), grad.storage(), grad_view, batch, shared, None);
+        grads.register::<Flex>(id, f32_tensor(d, rhs));
+    }
+}
+
+/// Sums of the columns of a row-major matrix with `cols` columns, over row blocks in parallel.
+fn column_sums(values: &[f32], cols: usize) -> Vec<f32> {
+    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+        a
+    };
+    let block_sums = values.par_chunks(ROWS_PER_TASK * cols).map(|block| block.chunks_exact(cols).fold(vec![0.0f32; cols], |mut sums, row| {
+        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+        sums
+    }));
+    block_sums.reduce(|| vec![0.0f32; cols], add)
 }
 
 /// Keeps the input and the weights (and the bias, for its shape).
