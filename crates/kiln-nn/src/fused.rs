@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::attention_kernel::{self, AttentionShape, Isa};
 use crate::blas;
 use crate::depthwise_kernel::{self, DepthwiseShape};
-use crate::math::{dot, erf, exp, sigmoid};
+use crate::math::{dot, erf, exp, sigmoid, widest_simd};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///
@@ -587,10 +587,14 @@ fn column_sums(values: &[f32], cols: usize) -> Vec<f32> {
         a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
         a
     };
-    let block_sums = values.par_chunks(ROWS_PER_TASK * cols).map(|block| block.chunks_exact(cols).fold(vec![0.0f32; cols], |mut sums, row| {
-        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-        sums
-    }));
+    let block_sums = values.par_chunks(ROWS_PER_TASK * cols).map(|block| {
+        widest_simd(|| {
+            block.chunks_exact(cols).fold(vec![0.0f32; cols], |mut sums, row| {
+                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+                sums
+            })
+        })
+    });
     block_sums.reduce(|| vec![0.0f32; cols], add)
 }
 
@@ -671,7 +675,7 @@ const ELEMENTS_PER_TASK: usize = 1 << 14;
 fn elementwise(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(out, x)| {
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+        widest_simd(|| out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
     });
     out
 }
@@ -680,7 +684,7 @@ fn elementwise(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 fn zip_elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     out.par_chunks_mut(ELEMENTS_PER_TASK).zip(a.par_chunks(ELEMENTS_PER_TASK)).zip(b.par_chunks(ELEMENTS_PER_TASK)).for_each(|((out, a), b)| {
-        out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(a, b));
+        widest_simd(|| out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(a, b)));
     });
     out
 }
@@ -772,12 +776,14 @@ fn softmax_last_backward(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let mut dx = vec![0.0f32; ys.len()];
     let chunk = ROWS_PER_TASK * n;
     dx.par_chunks_mut(chunk).zip(ys.par_chunks(chunk)).zip(gs.par_chunks(chunk)).for_each(|((dx, ys), gs)| {
-        for ((dx, y), g) in dx.chunks_exact_mut(n).zip(ys.chunks_exact(n)).zip(gs.chunks_exact(n)) {
-            let dot = dot(y, g);
-            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                *d = y * (g - dot);
+        widest_simd(|| {
+            for ((dx, y), g) in dx.chunks_exact_mut(n).zip(ys.chunks_exact(n)).zip(gs.chunks_exact(n)) {
+                let dot = dot(y, g);
+                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                    *d = y * (g - dot);
+                }
             }
-        }
+        })
     });
     f32_tensor(dx, &y)
 }
@@ -794,7 +800,7 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
         .par_chunks_mut(chunk)
         .zip(xs.par_chunks(chunk))
         .zip(gs.par_chunks(chunk))
-        .map(|((dx, xs), gs)| {
+        .map(|((dx, xs), gs)| widest_simd(|| {
             let mut sums = vec![0.0f32; 2 * n];
             let (dgamma, dbeta) = sums.split_at_mut(n);
             let (mut gg, mut xhat) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -817,7 +823,7 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
                 }
             }
             sums
-        })
+        }))
         .reduce(
             || vec![0.0f32; 2 * n],
             |mut a, b| {

@@ -37,6 +37,32 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// Runs `body` compiled for the widest vector instruction set this CPU has (AVX-512 or AVX2 with
+/// FMA on x86-64): element loops inlined into it vectorise at 16 or 8 lanes instead of the SSE2
+/// baseline's 4. Element-wise results are the same bits at any width.
+#[inline(always)]
+pub(crate) fn widest_simd<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::attention_kernel::Isa;
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        match Isa::detect() {
+            // SAFETY: `Isa::detect` found the features on this CPU
+            Isa::Avx512 => return unsafe { avx512(body) },
+            Isa::Avx2 => return unsafe { avx2(body) },
+            Isa::Portable => {}
+        }
+    }
+    body()
+}
+
 /// Σ aᵢbᵢ with eight partial sums, so the loop vectorises.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
