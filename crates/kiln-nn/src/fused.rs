@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::attention_kernel::{self, AttentionShape, Isa};
 use crate::blas;
 use crate::depthwise_kernel::{self, DepthwiseShape};
-use crate::math::{dot, erf, exp, sigmoid, widest_simd};
+use crate::math::{dot, erf, exp, sigmoid, sum, widest_simd};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///
@@ -804,20 +804,18 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
             let mut sums = vec![0.0f32; 2 * n];
             let (dgamma, dbeta) = sums.split_at_mut(n);
             let (mut gg, mut xhat) = (vec![0.0f32; n], vec![0.0f32; n]);
+            // the row sums go through `sum`/`dot` (partial sums), so every loop here vectorises
             for ((dx, x), g) in dx.chunks_exact_mut(n).zip(xs.chunks_exact(n)).zip(gs.chunks_exact(n)) {
-                let mean = x.iter().sum::<f32>() / n as f32;
-                let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-                let rstd = 1.0 / (var + epsilon as f32).sqrt();
-                let (mut sum_gg, mut sum_gg_xhat) = (0.0f32, 0.0f32);
+                let mean = sum(x) / n as f32;
+                xhat.iter_mut().zip(x).for_each(|(c, &v)| *c = v - mean);
+                let rstd = 1.0 / (dot(&xhat, &xhat) / n as f32 + epsilon as f32).sqrt();
                 for i in 0..n {
                     gg[i] = g[i] * gammas[i];
-                    xhat[i] = (x[i] - mean) * rstd;
-                    sum_gg += gg[i];
-                    sum_gg_xhat += gg[i] * xhat[i];
+                    xhat[i] *= rstd;
                     dgamma[i] += g[i] * xhat[i];
                     dbeta[i] += g[i];
                 }
-                let (mean_gg, mean_gg_xhat) = (sum_gg / n as f32, sum_gg_xhat / n as f32);
+                let (mean_gg, mean_gg_xhat) = (sum(&gg) / n as f32, dot(&gg, &xhat) / n as f32);
                 for i in 0..n {
                     dx[i] = rstd * (gg[i] - mean_gg - xhat[i] * mean_gg_xhat);
                 }

@@ -63,6 +63,20 @@ pub(crate) fn widest_simd<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
+/// Σ aᵢ with eight partial sums, so the loop vectorises.
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let a8 = a.chunks_exact(8);
+    let tail: f32 = a8.remainder().iter().sum();
+    for a in a8 {
+        for k in 0..8 {
+            acc[k] += a[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Σ aᵢbᵢ with eight partial sums, so the loop vectorises.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -90,6 +104,18 @@ mod tests {
         }
         assert!(exp(-150.0) < 1e-37 && exp(-150.0) >= 0.0);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn partial_sums_add_every_element_tail_included() {
+        for len in 0..40 {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want_sum: f64 = a.iter().map(|&v| v as f64).sum();
+            let want_dot: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((sum(&a) as f64 - want_sum).abs() < 1e-5, "sum of {len}");
+            assert!((dot(&a, &b) as f64 - want_dot).abs() < 1e-5, "dot of {len}");
+        }
     }
 
     #[test]
