@@ -8,8 +8,6 @@
 
 use rayon::prelude::*;
 
-use crate::math::widest_simd;
-
 /// Shape of one call; padding as `[top, bottom, left, right]`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DepthwiseShape {
@@ -55,7 +53,7 @@ pub(crate) fn forward(s: DepthwiseShape, x: &[f32], weight: &[f32], bias: &[f32]
     let (kh, kw) = (s.kernel[0], s.kernel[1]);
     let (ow_count, stride) = (s.out_width(), s.stride[1]);
     let mut out = vec![0.0f32; s.batch * s.channels * plane_out];
-    out.par_chunks_mut(plane_out).enumerate().for_each(|(plane, out)| widest_simd(|| {
+    out.par_chunks_mut(plane_out).enumerate().for_each(|(plane, out)| {
         let c = plane % s.channels;
         let (x, w) = (&x[plane * plane_in..(plane + 1) * plane_in], &weight[c * kh * kw..(c + 1) * kh * kw]);
         for (oh, out_row) in out.chunks_exact_mut(ow_count).enumerate() {
@@ -78,7 +76,7 @@ pub(crate) fn forward(s: DepthwiseShape, x: &[f32], weight: &[f32], bias: &[f32]
                 }
             }
         }
-    }));
+    });
     out
 }
 
@@ -99,7 +97,7 @@ pub(crate) fn backward(s: DepthwiseShape, x: &[f32], weight: &[f32], dout: &[f32
     let sums: Vec<Vec<f32>> = planes_of
         .into_par_iter()
         .enumerate()
-        .map(|(c, dx_planes)| widest_simd(|| {
+        .map(|(c, dx_planes)| {
             let w = &weight[c * kh * kw..(c + 1) * kh * kw];
             let mut dwb = vec![0.0f32; kh * kw + 1];
             for (b, dx) in dx_planes.into_iter().enumerate() {
@@ -132,7 +130,7 @@ pub(crate) fn backward(s: DepthwiseShape, x: &[f32], weight: &[f32], dout: &[f32
                 }
             }
             dwb
-        }))
+        })
         .collect();
     let dw = sums.iter().flat_map(|dwb| dwb[..kh * kw].iter().copied()).collect();
     let db = sums.iter().map(|dwb| dwb[kh * kw]).collect();
@@ -148,7 +146,7 @@ pub(crate) fn forward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32], 
     let (c, kh, kw) = (s.channels, s.kernel[0], s.kernel[1]);
     let (oh_count, ow_count) = (s.out_height(), s.out_width());
     let mut out = vec![0.0f32; s.batch * oh_count * ow_count * c];
-    out.par_chunks_mut(ow_count * c).enumerate().for_each(|(row, out_row)| widest_simd(|| {
+    out.par_chunks_mut(ow_count * c).enumerate().for_each(|(row, out_row)| {
         let (b, oh) = (row / oh_count, row % oh_count);
         out_row.chunks_exact_mut(c).for_each(|o| o.copy_from_slice(bias));
         for i in 0..kh {
@@ -165,7 +163,7 @@ pub(crate) fn forward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32], 
                 }
             }
         }
-    }));
+    });
     out
 }
 
@@ -184,7 +182,7 @@ pub(crate) fn backward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32],
     let rows: Vec<usize> = (0..s.batch * oh_count).collect();
     let sums = rows
         .par_chunks(ROWS_PER_TASK)
-        .map(|rows| widest_simd(|| {
+        .map(|rows| {
             let mut acc = vec![0.0f32; (kh * kw + 1) * c];
             for &row in rows {
                 let (b, oh) = (row / oh_count, row % oh_count);
@@ -208,7 +206,7 @@ pub(crate) fn backward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32],
                 }
             }
             acc
-        }))
+        })
         .reduce(
             || vec![0.0f32; (kh * kw + 1) * c],
             |mut a, b| {

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::attention_kernel::{self, AttentionShape, Isa};
 use crate::blas;
 use crate::depthwise_kernel::{self, DepthwiseShape};
-use crate::math::{dot, erf, exp, sigmoid, sum, widest_simd};
+use crate::math::{SimdKernel, dot, erf, exp, sigmoid, sum, widest_simd};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///
@@ -588,11 +588,9 @@ fn column_sums(values: &[f32], cols: usize) -> Vec<f32> {
         a
     };
     let block_sums = values.par_chunks(ROWS_PER_TASK * cols).map(|block| {
-        widest_simd(|| {
-            block.chunks_exact(cols).fold(vec![0.0f32; cols], |mut sums, row| {
-                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-                sums
-            })
+        block.chunks_exact(cols).fold(vec![0.0f32; cols], |mut sums, row| {
+            sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            sums
         })
     });
     block_sums.reduce(|| vec![0.0f32; cols], add)
@@ -675,16 +673,54 @@ const ELEMENTS_PER_TASK: usize = 1 << 14;
 fn elementwise(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(|(out, x)| {
-        widest_simd(|| out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+        widest_simd(Map { out, x, f: &f });
     });
     out
+}
+
+/// `out = f(x)` per element, compiled per instruction set.
+struct Map<'a, F> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+    f: &'a F,
+}
+
+impl<F: Fn(f32) -> f32> SimdKernel for Map<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        // a `for` loop, not `for_each(closure)`: the closure could be left out of line
+        for (o, &x) in self.out.iter_mut().zip(self.x) {
+            *o = (self.f)(x);
+        }
+    }
+}
+
+/// `out = f(a, b)` per element, compiled per instruction set.
+struct ZipMap<'a, F> {
+    out: &'a mut [f32],
+    a: &'a [f32],
+    b: &'a [f32],
+    f: &'a F,
+}
+
+impl<F: Fn(f32, f32) -> f32> SimdKernel for ZipMap<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for ((o, &a), &b) in self.out.iter_mut().zip(self.a).zip(self.b) {
+            *o = (self.f)(a, b);
+        }
+    }
 }
 
 /// `f` of every pair of elements, in parallel.
 fn zip_elementwise(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     out.par_chunks_mut(ELEMENTS_PER_TASK).zip(a.par_chunks(ELEMENTS_PER_TASK)).zip(b.par_chunks(ELEMENTS_PER_TASK)).for_each(|((out, a), b)| {
-        widest_simd(|| out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(a, b)));
+        widest_simd(ZipMap { out, a, b, f: &f });
     });
     out
 }
@@ -776,14 +812,12 @@ fn softmax_last_backward(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let mut dx = vec![0.0f32; ys.len()];
     let chunk = ROWS_PER_TASK * n;
     dx.par_chunks_mut(chunk).zip(ys.par_chunks(chunk)).zip(gs.par_chunks(chunk)).for_each(|((dx, ys), gs)| {
-        widest_simd(|| {
-            for ((dx, y), g) in dx.chunks_exact_mut(n).zip(ys.chunks_exact(n)).zip(gs.chunks_exact(n)) {
-                let dot = dot(y, g);
-                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                    *d = y * (g - dot);
-                }
+        for ((dx, y), g) in dx.chunks_exact_mut(n).zip(ys.chunks_exact(n)).zip(gs.chunks_exact(n)) {
+            let dot = dot(y, g);
+            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                *d = y * (g - dot);
             }
-        })
+        }
     });
     f32_tensor(dx, &y)
 }
@@ -800,7 +834,7 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
         .par_chunks_mut(chunk)
         .zip(xs.par_chunks(chunk))
         .zip(gs.par_chunks(chunk))
-        .map(|((dx, xs), gs)| widest_simd(|| {
+        .map(|((dx, xs), gs)| {
             let mut sums = vec![0.0f32; 2 * n];
             let (dgamma, dbeta) = sums.split_at_mut(n);
             let (mut gg, mut xhat) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -821,7 +855,7 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
                 }
             }
             sums
-        }))
+        })
         .reduce(
             || vec![0.0f32; 2 * n],
             |mut a, b| {

@@ -37,30 +37,39 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// Runs `body` compiled for the widest vector instruction set this CPU has (AVX-512 or AVX2 with
-/// FMA on x86-64): element loops inlined into it vectorise at 16 or 8 lanes instead of the SSE2
+/// A loop to compile once per instruction set by [`widest_simd`]. `run` must be
+/// `#[inline(always)]`: each instruction set's copy then inlines it whatever its size. (A
+/// closure called from the three copies is left out of line by LLVM when it is large, and stays
+/// at the SSE2 baseline; so are the `FnOnce` shims of function items.)
+pub(crate) trait SimdKernel {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `kernel` compiled for the widest vector instruction set this CPU has (AVX-512 or AVX2
+/// with FMA on x86-64): its element loops vectorise at 16 or 8 lanes instead of the SSE2
 /// baseline's 4. Element-wise results are the same bits at any width.
 #[inline(always)]
-pub(crate) fn widest_simd<R>(body: impl FnOnce() -> R) -> R {
+pub(crate) fn widest_simd<K: SimdKernel>(kernel: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::attention_kernel::Isa;
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn avx512<R>(body: impl FnOnce() -> R) -> R {
-            body()
+        unsafe fn avx512<K: SimdKernel>(kernel: K) -> K::Output {
+            kernel.run()
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
+        unsafe fn avx2<K: SimdKernel>(kernel: K) -> K::Output {
+            kernel.run()
         }
         match Isa::detect() {
             // SAFETY: `Isa::detect` found the features on this CPU
-            Isa::Avx512 => return unsafe { avx512(body) },
-            Isa::Avx2 => return unsafe { avx2(body) },
+            Isa::Avx512 => return unsafe { avx512(kernel) },
+            Isa::Avx2 => return unsafe { avx2(kernel) },
             Isa::Portable => {}
         }
     }
-    body()
+    kernel.run()
 }
 
 /// Σ aᵢ with eight partial sums, so the loop vectorises.
