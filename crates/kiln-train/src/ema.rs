@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     fn weights(model: &Model) -> Vec<(String, Vec<f32>)> {
-        model.collect(None, None, true).into_iter().map(|t| (t.name.clone(), bridge::into_data(t).unwrap().to_vec::<f32>().unwrap())).collect()
+        model.collect(None, None, true).into_iter().map(|t| (t.name.clone(), bridge::into_data(t).unwrap().try_to_vec::<f32>().unwrap())).collect()
     }
 
     /// Two independently initialised MaxViTs (BatchNorm buffers included): one update is the

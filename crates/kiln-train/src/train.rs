@@ -662,7 +662,7 @@ mod tests {
     }
 
     fn weights(model: &Model) -> Vec<(String, Vec<f32>)> {
-        model.collect(None, None, true).into_iter().map(|t| (t.name.clone(), bridge::into_data(t).unwrap().to_vec::<f32>().unwrap())).collect()
+        model.collect(None, None, true).into_iter().map(|t| (t.name.clone(), bridge::into_data(t).unwrap().try_to_vec::<f32>().unwrap())).collect()
     }
 
     /// One AdamW step at lr 0.1, weight decay 1, with all-zero gradients: Adam's update is zero,
