@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::{dot, exp};
+use crate::math::{add_partials, dot, exp};
 
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -423,10 +423,7 @@ pub(crate) fn backward(isa: Isa, s: AttentionShape, scale: f32, qkv: &[f32], pro
         dbias
     });
     let dbias = dbias.reduce(|| None, |a, b| match (a, b) {
-        (Some(mut a), Some(b)) => {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            Some(a)
-        }
+        (Some(a), Some(b)) => Some(add_partials(a, b)),
         (a, b) => a.or(b),
     });
     (dqkv, dbias)

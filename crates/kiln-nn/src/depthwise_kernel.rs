@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::add_partials;
+
 /// Shape of one call; padding as `[top, bottom, left, right]`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DepthwiseShape {
@@ -207,13 +209,7 @@ pub(crate) fn backward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32],
             }
             acc
         })
-        .reduce(
-            || vec![0.0f32; (kh * kw + 1) * c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        .reduce(|| vec![0.0f32; (kh * kw + 1) * c], add_partials);
     let (dtaps, dbias) = sums.split_at(kh * kw * c);
     (dx, dtaps.to_vec(), dbias.to_vec())
 }

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::attention_kernel::{self, AttentionShape, Isa};
 use crate::blas;
 use crate::depthwise_kernel::{self, DepthwiseShape};
-use crate::math::{SimdKernel, dot, erf, exp, sigmoid, sum, widest_simd};
+use crate::math::{SimdKernel, add_partials, dot, erf, exp, sigmoid, sum, widest_simd};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///
@@ -583,17 +583,13 @@ fn register_product_grads(lhs: &FlexTensor, rhs: &FlexTensor, grad: &FlexTensor,
 
 /// Sums of the columns of a row-major matrix with `cols` columns, over row blocks in parallel.
 fn column_sums(values: &[f32], cols: usize) -> Vec<f32> {
-    let add = |mut a: Vec<f32>, b: Vec<f32>| {
-        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-        a
-    };
     let block_sums = values.par_chunks(ROWS_PER_TASK * cols).map(|block| {
         block.chunks_exact(cols).fold(vec![0.0f32; cols], |mut sums, row| {
             sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
             sums
         })
     });
-    block_sums.reduce(|| vec![0.0f32; cols], add)
+    block_sums.reduce(|| vec![0.0f32; cols], add_partials)
 }
 
 /// Keeps the input and the weights (and the bias, for its shape).
@@ -856,13 +852,7 @@ fn layer_norm_backward(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, ep
             }
             sums
         })
-        .reduce(
-            || vec![0.0f32; 2 * n],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        .reduce(|| vec![0.0f32; 2 * n], add_partials);
     let (dgamma, dbeta) = sums.split_at(n);
     (f32_tensor(dx, &x), f32_tensor(dgamma.to_vec(), &gamma), f32_tensor(dbeta.to_vec(), &gamma))
 }

@@ -72,6 +72,12 @@ pub(crate) fn widest_simd<K: SimdKernel>(kernel: K) -> K::Output {
     kernel.run()
 }
 
+/// `a + b` element-wise, into `a`: the reduce step that adds up per-task partial sums.
+pub(crate) fn add_partials(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+    a
+}
+
 /// Σ aᵢ with eight partial sums, so the loop vectorises.
 #[inline(always)]
 pub(crate) fn sum(a: &[f32]) -> f32 {
