@@ -1,23 +1,26 @@
-//! Throughput of one model on one device: images/s of a full training step (forward, loss,
-//! backward, AdamW update) or of an inference forward, the spread of the step time, and the
+//! Throughput of one model on one device: images/s of the trainer's training step (the
+//! classification task's forward, loss and backward, then the experiment's optimiser with its
+//! parameter groups) or of an inference forward, the spread of the step time, and the
 //! peak resident memory while the timed steps ran. `kiln bench` prints it; the PyTorch
 //! companion `scripts/bench_timm.py` measures the same thing for timm.
 
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use kiln_data::{Batch, LoaderPosition};
 use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
 use serde::Serialize;
 
-use crate::train::soft_cross_entropy;
+use crate::config::schema::ExperimentConfig;
+use crate::optim::{ParamPlan, optimizer};
+use crate::tasks::classify::train_step;
 
 /// What one timed step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchMode {
-    /// Forward, soft cross-entropy, backward, AdamW step.
+    /// The trainer's step: forward, label-smoothed cross-entropy, backward, optimiser step.
     Train,
     /// Forward only, without autodiff.
     Infer,
@@ -66,7 +69,7 @@ pub struct BenchReport {
 /// Times the training loader of `cfg` alone (decoding, augmentation, batching on its worker
 /// threads, no model): `opts.steps` batches after `opts.warmup`, the batch size the
 /// experiment's. A loader much faster than the training step never starves the model.
-pub fn bench_loader(cfg: &crate::config::ResolvedConfig, opts: &BenchOptions) -> Result<BenchReport, crate::train::TrainError> {
+pub fn bench_loader(cfg: &crate::config::ResolvedConfig, opts: &BenchOptions) -> Result<BenchReport, crate::error::TrainError> {
     let data = crate::data::build(cfg)?;
     let mut batches = data.train.epoch(0);
     let mut times = Vec::with_capacity(opts.steps);
@@ -84,7 +87,7 @@ pub fn bench_loader(cfg: &crate::config::ResolvedConfig, opts: &BenchOptions) ->
         }
     }
     if times.is_empty() {
-        return Err(crate::train::TrainError::Data(kiln_data::DataError::InvalidData(format!(
+        return Err(crate::error::TrainError::Data(kiln_data::DataError::InvalidData(format!(
             "the training data has fewer than {} batches to time; lower --warmup/--steps",
             opts.warmup + 1
         ))));
@@ -97,9 +100,17 @@ pub fn bench_loader(cfg: &crate::config::ResolvedConfig, opts: &BenchOptions) ->
     Ok(report)
 }
 
+/// The experiment `kiln bench --model NAME` times when no experiment file is given: AdamW with
+/// weight decay 0.05 at lr 1e-4, timm's label smoothing 0.1, everything else the defaults.
+pub fn default_experiment(name: &str) -> ExperimentConfig {
+    let text = format!("[model]\nname = {name:?}\n[optim]\nname = \"adamw\"\nweight_decay = 0.05\nlr = 1e-4\n");
+    toml::from_str(&text).expect("a valid experiment")
+}
+
 /// Builds `name` with `config` on `device` (random weights, random inputs) and times
-/// `opts.steps` steps after `opts.warmup` untimed ones.
-pub fn bench(name: &str, config: ModelConfig, device: &Device, opts: &BenchOptions) -> Result<BenchReport, ModelError> {
+/// `opts.steps` steps after `opts.warmup` untimed ones; a training step is the one the trainer
+/// runs for `exp` (its loss, optimiser and parameter groups).
+pub fn bench(name: &str, config: ModelConfig, exp: &ExperimentConfig, device: &Device, opts: &BenchOptions) -> Result<BenchReport, ModelError> {
     let [height, width] = config.img_size();
     let shape = [opts.batch, config.in_chans(), height, width];
     let classes = config.num_classes();
@@ -108,20 +119,29 @@ pub fn bench(name: &str, config: ModelConfig, device: &Device, opts: &BenchOptio
     match opts.mode {
         BenchMode::Train => {
             let device = device.clone().autodiff();
-            let mut model = LoadedModel::build(name, config, &device)?.model;
-            let mut optim = AdamWConfig::new().with_weight_decay(0.05).init();
+            let mut net = LoadedModel::build(name, config, &device)?;
+            let plan = ParamPlan::new(exp, &net);
+            net.model = plan.freeze(net.model);
+            let mut optim = optimizer(exp, &plan);
+            let lr = exp.optim.lr.unwrap_or(1e-4);
             let labels: Vec<usize> = (0..opts.batch).map(|i| i % classes).collect();
-            let targets = kiln_data::mixup_target(&labels, classes, 1.0, 0.1);
-            let targets = Tensor::<2>::from_data(TensorData::new(targets, [opts.batch, classes]), &device);
             for step in 0..opts.warmup + opts.steps {
                 if step == opts.warmup {
                     peak = PeakMemory::start();
                 }
-                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+                let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data().try_to_vec::<f32>().expect("f32 images");
+                let batch = Batch {
+                    images,
+                    shape,
+                    labels: labels.clone(),
+                    soft_targets: None,
+                    mix: None,
+                    indices: (0..opts.batch).collect(),
+                    position: LoaderPosition::default(),
+                };
                 let started = Instant::now();
-                let loss = soft_cross_entropy(model.forward(x), targets.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(1e-4, model, grads);
+                let (_, grads) = train_step(&net.model, &batch, exp, classes, 1, &device);
+                net.model = optim.step(plan.learning_rates(lr), net.model, grads);
                 device.sync().expect("device sync");
                 if step >= opts.warmup {
                     times.push(started.elapsed().as_secs_f64());

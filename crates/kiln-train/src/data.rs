@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_data::{
-    DataError, Dataset, ErasingMode, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation, LoaderConfig,
+    CropMode, DataError, Dataset, ErasingMode, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation, LoaderConfig,
     Mixup, RgbImage, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
 };
+
+use kiln_models::PretrainedCfg;
 
 use crate::config::ResolvedConfig;
 use crate::config::schema::{ClassList, DatasetKind, EraseMode};
@@ -83,16 +85,8 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
         EraseMode::Rand => ErasingMode::Rand,
         EraseMode::Pixel => ErasingMode::Pixel,
     };
-    let eval_transform = EvalTransform {
-        img_size: [height, width],
-        crop_pct: aug.crop_pct.unwrap_or(cfg.pretrained_cfg.crop_pct),
-        interpolation: Interpolation::from_timm(cfg.pretrained_cfg.interpolation)?,
-        mean,
-        std,
-        channels,
-        crop_mode: kiln_data::CropMode::from_timm(cfg.pretrained_cfg.crop_mode)?,
-    };
-    eval_transform.validate()?;
+    let crop_pct = aug.crop_pct.unwrap_or(cfg.pretrained_cfg.crop_pct);
+    let eval_transform = eval_transform(&cfg.pretrained_cfg, [height, width], channels, crop_pct, mean, std)?;
 
     let mut train_config = LoaderConfig::train(data.batch_size, exp.train.seed);
     let mut val_config = LoaderConfig::eval(data.batch_size);
@@ -112,6 +106,31 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
     }
     let val = DataLoader::new(val_set, Arc::new(eval_transform), val_config)?;
     Ok(ClassificationData { train, val, classes })
+}
+
+/// timm's evaluation transform for a model with evaluation defaults `pretrained`, built for
+/// `img_size`: resize by `img_size / crop_pct` with the model's interpolation, centre crop (or
+/// squash, for the models timm squashes), normalise by `mean`/`std`. The validation loader and
+/// `kiln predict` both preprocess through it.
+pub fn eval_transform(
+    pretrained: &PretrainedCfg,
+    img_size: [usize; 2],
+    channels: usize,
+    crop_pct: f64,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<EvalTransform, DataError> {
+    let transform = EvalTransform {
+        img_size,
+        crop_pct,
+        interpolation: Interpolation::from_timm(pretrained.interpolation)?,
+        mean,
+        std,
+        channels,
+        crop_mode: CropMode::from_timm(pretrained.crop_mode)?,
+    };
+    transform.validate()?;
+    Ok(transform)
 }
 
 /// Zero-pads every image to `side × side`, centred (torchvision's `Pad`), as the quickstart pads

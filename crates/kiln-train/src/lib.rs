@@ -1,7 +1,9 @@
 //! Kiln's trainer: experiment configuration ([`config`]: TOML with mmsegmentation-style
 //! `_base_` inheritance, `--set key=value` overrides, errors naming file, key and line), the
-//! data an experiment describes ([`data`]), the learning-rate schedule ([`schedule`]) and the
-//! classification loop ([`train`]).
+//! data an experiment describes ([`data`]), the learning-rate schedule ([`schedule`]), the loop
+//! shared by every task ([`train_loop`], which knows the [`train_loop::Task`] trait and a
+//! [`network::Network`]), the tasks above it ([`tasks`]: classification, segmentation), and
+//! [`train::train`], which hands an experiment's task to the loop.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,28 +15,21 @@
 //! ```
 
 pub mod bench;
-pub mod classify;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod ema;
+pub mod error;
+mod metrics_log;
+pub mod network;
+mod optim;
 pub mod plot;
 pub mod schedule;
-pub mod segment;
 pub mod seg_inference;
 pub mod seg_metrics;
+pub mod tasks;
 pub mod train;
+pub mod train_loop;
 
-use burn::prelude::Device;
-
-/// The device a config names: `flex` (CPU); `wgpu` when built with the `wgpu` feature.
-pub fn device(name: &str) -> Result<Device, config::ConfigError> {
-    match name {
-        "flex" | "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        other => Err(config::ConfigError::BadOverride {
-            arg: format!("train.device = {other:?}"),
-            message: "unknown device: use \"flex\" (CPU), or \"wgpu\" with a kiln built with --features wgpu".into(),
-        }),
-    }
-}
+pub use device::device;

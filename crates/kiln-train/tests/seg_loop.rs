@@ -11,7 +11,7 @@ use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::DType;
 use kiln_data::{FashionScenesConfig, generate_fashion_scenes};
 use kiln_models::segment::LoadedSegmenter;
-use kiln_train::segment::Segmentation;
+use kiln_train::tasks::segment::Segmentation;
 use kiln_train::train::{TrainError, TrainOptions, train};
 
 /// burn's random generator is per process: runs that train must not interleave.
@@ -226,7 +226,7 @@ fn kiln_eval_of_the_saved_weights_equals_the_logged_evaluation() {
     let cfg = kiln_train::config::load(experiment(&dir, &data, &family("swin"), ""), &[]).unwrap();
     train(&cfg, &quiet()).unwrap();
     let logged = records(&dir.join("run"), "eval").pop().unwrap();
-    let (eval, classes) = kiln_train::segment::evaluate_weights(&cfg, &dir.join("run/checkpoints/last/model.bpk")).unwrap();
+    let (eval, classes) = kiln_train::tasks::segment::evaluate_weights(&cfg, &dir.join("run/checkpoints/last/model.bpk")).unwrap();
     assert_eq!(classes.len(), 11);
     assert_eq!(logged["mIoU"].as_f64().unwrap(), eval.metrics.miou);
     assert_eq!(logged["aAcc"].as_f64().unwrap(), eval.metrics.aacc);

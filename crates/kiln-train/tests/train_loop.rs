@@ -278,7 +278,7 @@ fn logged_evaluations_equal_kiln_eval_of_the_saved_weights() {
     let run = dir.join("run");
     let logged = eval_lines(&run).pop().unwrap();
     for (file, suffix) in [("model.bpk", ""), ("ema.bpk", "_ema")] {
-        let (eval, _) = kiln_train::train::evaluate_weights(&cfg, &run.join("checkpoints/last").join(file)).unwrap();
+        let (eval, _) = kiln_train::tasks::classify::evaluate_weights(&cfg, &run.join("checkpoints/last").join(file)).unwrap();
         assert_eq!(logged[format!("loss{suffix}")].as_f64().unwrap(), eval.loss, "{file}");
         assert_eq!(logged[format!("top1{suffix}")].as_f64().unwrap(), eval.top1, "{file}");
     }

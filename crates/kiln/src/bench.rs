@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kiln_models::find;
-use kiln_train::bench::{BenchMode, BenchOptions, BenchReport, bench};
+use kiln_train::bench::{BenchMode, BenchOptions, BenchReport, bench, default_experiment};
 
 use crate::device;
 
@@ -27,7 +27,7 @@ pub struct Args {
     /// Classes of the head (default the model's or the experiment's).
     #[arg(long)]
     num_classes: Option<usize>,
-    /// train (forward, loss, backward, AdamW step), infer, both, or data (the experiment's
+    /// train (the trainer's step: forward, loss, backward, optimiser step), infer, both, or data (the experiment's
     /// training loader alone, needs --config).
     #[arg(long, default_value = "both", value_parser = ["train", "infer", "both", "data"])]
     mode: String,
@@ -46,15 +46,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (name, mut config, batch, device_name) = match (&args.model, &args.config) {
+    let (name, mut config, experiment, batch, device_name) = match (&args.model, &args.config) {
         (_, Some(path)) => {
             let resolved = kiln_train::config::load(path, &[])?;
-            let exp = &resolved.experiment;
-            (exp.model.name.clone(), resolved.model.clone(), exp.data.batch_size, exp.train.device.clone())
+            let exp = resolved.experiment.clone();
+            (exp.model.name.clone(), resolved.model.clone(), exp.clone(), exp.data.batch_size, exp.train.device.clone())
         }
         (Some(name), None) => {
             let entry = find(name)?;
-            (entry.name.to_string(), (entry.config)(), 16, "flex".to_string())
+            (entry.name.to_string(), (entry.config)(), default_experiment(entry.name), 16, "flex".to_string())
         }
         (None, None) => unreachable!("clap requires --model or --config"),
     };
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     for mode in modes {
         let opts = BenchOptions { batch: args.batch.unwrap_or(batch), warmup: args.warmup, steps: args.steps.max(1), mode };
-        let report = bench(&name, config.clone(), &device, &opts)?;
+        let report = bench(&name, config.clone(), &experiment, &device, &opts)?;
         print_report(&report, args.json);
     }
     Ok(())

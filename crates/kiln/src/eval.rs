@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kiln_train::config::{ResolvedConfig, Task};
-use kiln_train::train::{evaluate_weights, write_confusion_png};
+use kiln_train::tasks::classify::{evaluate_weights, write_confusion_png};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -67,7 +67,7 @@ fn classification(resolved: &ResolvedConfig, weights: &Path, out: &Path) -> Resu
 }
 
 fn segmentation(resolved: &ResolvedConfig, weights: &Path, out: &Path) -> Result<serde_json::Value> {
-    let (result, classes) = kiln_train::segment::evaluate_weights(resolved, weights)?;
+    let (result, classes) = kiln_train::tasks::segment::evaluate_weights(resolved, weights)?;
     let m = &result.metrics;
     let per_class: Vec<serde_json::Value> = classes
         .names

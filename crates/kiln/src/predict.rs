@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use kiln_data::{CropMode, EvalTransform, Interpolation, imagenet1k_labels, load_image};
-use kiln_models::{Backbone, LoadedModel, find};
+use kiln_data::{imagenet1k_labels, load_image};
+use kiln_models::{LoadedModel, find};
+use kiln_train::data::eval_transform;
+use kiln_train::tasks::classify::predict_image;
 use serde::Serialize;
 
 use crate::device;
@@ -99,17 +101,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let crop_pct = args.crop_pct.unwrap_or(entry.pretrained.crop_pct);
     let pretrained = &entry.pretrained;
-    let transform = EvalTransform {
-        img_size: model.config.img_size(),
-        crop_pct,
-        interpolation: Interpolation::from_timm(pretrained.interpolation)?,
-        mean: pretrained.mean.map(|v| v as f32),
-        std: pretrained.std.map(|v| v as f32),
-        channels: model.config.in_chans(),
-        // timm's pretrained cfg: 'squash' for the 384/512 MaxViT weights
-        crop_mode: CropMode::from_timm(pretrained.crop_mode)?,
-    };
-    transform.validate().context("--crop-pct / --img-size")?;
+    let (mean, std) = (pretrained.mean.map(|v| v as f32), pretrained.std.map(|v| v as f32));
+    let transform = eval_transform(pretrained, model.config.img_size(), model.config.in_chans(), crop_pct, mean, std)
+        .context("--crop-pct / --img-size")?;
     let imagenet = imagenet1k_labels();
     let generic: Vec<String> = (0..num_classes).map(|i| format!("class_{i}")).collect();
     let labels: Vec<&str> = if num_classes == imagenet.len() {
@@ -120,11 +114,7 @@ pub fn run(args: Args) -> Result<()> {
 
     for path in &args.images {
         let image = load_image(path)?;
-        let input = transform.apply(&image);
-        let [channels, height, width] = input.shape();
-        let x = Tensor::<1>::from_data(TensorData::new(input.data, [channels * height * width]), &device)
-            .reshape([1, channels, height, width]);
-        let logits = model.model.forward(x);
+        let logits = predict_image(&model.model, &transform, &image, &device);
         let probs = softmax(logits.clone(), 1);
         let logits = logits.into_data().try_to_vec::<f32>().context("reading logits")?;
         let probs = probs.into_data().try_to_vec::<f32>().context("reading probabilities")?;
@@ -174,12 +164,12 @@ fn segment(args: &Args, config: &std::path::Path, device: &Device) -> Result<()>
     let Some(weights) = &args.weights else {
         bail!("--config needs --weights: a Kiln segmenter checkpoint (checkpoints/best/model.bpk of a run)");
     };
-    let classes = kiln_train::segment::experiment_classes(&resolved)?;
-    let net = kiln_train::segment::load_segmenter(weights, classes.len(), device)?;
+    let classes = kiln_train::tasks::segment::experiment_classes(&resolved)?;
+    let net = kiln_train::tasks::segment::load_segmenter(weights, classes.len(), device)?;
     std::fs::create_dir_all(&args.output_dir).with_context(|| format!("creating {}", args.output_dir.display()))?;
     for path in &args.images {
         let image = load_image(path)?;
-        let labels = kiln_train::segment::predict_image(&net.model, &resolved, &image, device)?;
+        let labels = kiln_train::tasks::segment::predict_image(&net.model, &resolved, &image, device)?;
         let colour = |label: u8| classes.palette.get(label as usize).copied().unwrap_or([0, 0, 0]);
         let mask = image::RgbImage::from_fn(labels.width(), labels.height(), |x, y| image::Rgb(colour(labels.get_pixel(x, y)[0])));
         let overlay = image::RgbImage::from_fn(labels.width(), labels.height(), |x, y| {

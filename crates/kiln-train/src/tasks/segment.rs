@@ -1,6 +1,6 @@
 //! Semantic segmentation: a decode head on any backbone, pixel cross-entropy with the ignore
 //! index, mIoU/aAcc/mAcc at the original resolution. The [`Task`] the shared loop
-//! ([`crate::train`]) runs for `task = "segmentation"`, and `kiln eval` of a segmenter.
+//! ([`crate::train_loop`]) runs for `task = "segmentation"`, and `kiln eval` of a segmenter.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,12 +16,16 @@ use kiln_models::segment::{AuxHeadConfig, HeadKind, LoadedSegmenter, Segmenter, 
 use kiln_models::{LayerOrdinal, ModelError, checkpoint};
 use serde::Serialize;
 
+use kiln_nn::resize_bilinear;
+
 use crate::config::ResolvedConfig;
 use crate::config::schema::{DecodeHeadName, TestMode};
+use crate::device::device;
+use crate::error::TrainError;
+use crate::network::Network;
 use crate::seg_inference::{InferenceMode, infer, infer_tta};
-use kiln_nn::resize_bilinear;
 use crate::seg_metrics::{SegConfusion, SegMetrics};
-use crate::train::{Evaluation, Network, Task, TrainError};
+use crate::train_loop::{Evaluation, Task};
 
 /// The loaders, classes and loss/inference settings of a segmentation run.
 pub struct Segmentation {
@@ -338,7 +342,7 @@ pub fn predict_log_probs(module: &Segmenter, batch: &SegBatch, inference: &Infer
 /// Evaluates a Kiln segmenter checkpoint, or a segmenter initialised from another checkpoint,
 /// on the experiment's validation split: `kiln eval` of a segmentation experiment.
 pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(SegEvalResult, SegClasses), TrainError> {
-    let device = crate::device(&cfg.experiment.train.device)?;
+    let device = device(&cfg.experiment.train.device)?;
     let classes = experiment_classes(cfg)?;
     let net = load_segmenter(weights, classes.len(), &device)?;
     let val = val_loader(cfg, &classes)?;

@@ -1,5 +1,5 @@
 //! Classification: one label per image, (soft-target) cross-entropy, top-1/top-5 accuracy. The
-//! [`Task`] the shared loop ([`crate::train`]) runs for `task = "classification"`, and `kiln
+//! [`Task`] the shared loop ([`crate::train_loop`]) runs for `task = "classification"`, and `kiln
 //! eval` of a classifier.
 
 use std::fs;
@@ -7,15 +7,18 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use kiln_data::{Batch, DataError, DataLoader, EpochBatches, LoaderPosition};
-use kiln_models::{Backbone, LoadedModel, Model};
 use burn::optim::GradientsParams;
+use kiln_data::{Batch, DataError, DataLoader, EpochBatches, EvalTransform, LoaderPosition, RgbImage};
+use kiln_models::{Backbone, LayerOrdinal, LoadedModel, Model, ModelError};
 use serde::Serialize;
 
 use crate::config::ResolvedConfig;
 use crate::config::schema::ExperimentConfig;
 use crate::data::{self, ClassificationData};
-use crate::train::{EpochCursor, Evaluation, Task, TrainError, io};
+use crate::device::device;
+use crate::error::{TrainError, io};
+use crate::network::Network;
+use crate::train_loop::{Evaluation, Task};
 
 /// The loaders and the label-smoothing of a classification run.
 pub struct Classification {
@@ -56,12 +59,23 @@ impl Classification {
     }
 }
 
-impl<B: 'static> EpochCursor for EpochBatches<B> {
-    fn position(&self) -> LoaderPosition {
-        EpochBatches::position(self)
+impl Network for LoadedModel {
+    type Module = Model;
+    fn module(&self) -> &Model {
+        &self.model
     }
-    fn remaining(&self) -> usize {
-        EpochBatches::remaining(self)
+    fn module_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+    fn save_module(&self, module: &Model, path: &Path) -> Result<(), ModelError> {
+        kiln_models::checkpoint::save_native(module, path, &self.name, &self.config.to_json())
+    }
+    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Model>, ModelError> {
+        let restored = LoadedModel::from_native(path, device)?;
+        Ok((restored.config.to_json() == self.config.to_json()).then_some(restored.model))
+    }
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        self.config.layer_ordinal(path)
     }
 }
 
@@ -181,7 +195,7 @@ pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: 
 /// Evaluates weights (a Kiln checkpoint or a foreign state dict) on the experiment's validation
 /// split, the way training evaluates: `kiln eval`.
 pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalResult, Vec<String>), TrainError> {
-    let device = crate::device(&cfg.experiment.train.device)?;
+    let device = device(&cfg.experiment.train.device)?;
     let data = data::build(cfg)?;
     let mut model = if kiln_models::checkpoint::native_metadata(weights).is_some() {
         LoadedModel::from_native(weights, &device)?
@@ -210,6 +224,18 @@ pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalRes
     model.model = model.model.valid();
     let result = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
     Ok((result, data.classes))
+}
+
+/// Class logits of one image preprocessed by `transform` (the model's evaluation transform,
+/// [`data::eval_transform`], as the validation loader applies it): what `kiln predict` prints.
+///
+/// # Shapes
+/// - returns `[1, num_classes]`
+pub fn predict_image(model: &Model, transform: &EvalTransform, image: &RgbImage, device: &Device) -> Tensor<2> {
+    let input = transform.apply(image);
+    let [channels, height, width] = input.shape();
+    let x = Tensor::<1>::from_data(TensorData::new(input.data, [channels * height * width]), device).reshape([1, channels, height, width]);
+    model.forward(x)
 }
 
 /// The confusion matrix as a PNG: one `cell × cell` square per (true row, predicted column),

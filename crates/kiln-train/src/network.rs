@@ -1,0 +1,29 @@
+//! What the loop needs of the network a task trains: its modules, how it is saved, and what it
+//! says about its parameters (depth groups, no weight decay). Each task implements it for its
+//! network (`tasks/classify.rs`, `tasks/segment.rs`).
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::prelude::*;
+use kiln_models::{LayerOrdinal, ModelError};
+
+
+/// A network the loop trains: its burn module, and how it is saved and grouped for the
+/// optimiser.
+pub trait Network {
+    /// The modules.
+    type Module: Module;
+    /// The modules, as trained.
+    fn module(&self) -> &Self::Module;
+    /// The modules, to replace after an optimiser step.
+    fn module_mut(&mut self) -> &mut Self::Module;
+    /// Writes `module` (this network's or its average) as a Kiln checkpoint that records what
+    /// this network is.
+    fn save_module(&self, module: &Self::Module, path: &Path) -> Result<(), ModelError>;
+    /// Reads a checkpoint [`save_module`](Self::save_module) wrote; `None` when it describes a
+    /// different network.
+    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Self::Module>, ModelError>;
+    /// The depth group of a parameter path (layer-wise lr decay, frozen backbone).
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal;
+}
