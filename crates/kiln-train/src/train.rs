@@ -1,7 +1,5 @@
 //! `kiln train`: the experiment's task and network, handed to the shared loop.
 
-use burn::prelude::*;
-
 use crate::config::ResolvedConfig;
 use crate::config::schema::Task as TaskName;
 use crate::device::device;
