@@ -239,7 +239,7 @@ fn draw(chart: &Chart, pixels: &mut [u8]) -> Result<PlotArea, DrawError> {
 }
 
 /// One centred row of legend entries: a line swatch (with a marker for eval series, as on the
-/// plot) and the series name. Every chart's series fit: all seven accuracy keys take ~560 px.
+/// plot) and the series name. Every chart's series fit: all seven accuracy keys take ~520 px.
 fn draw_legend(area: &DrawingArea<BitMapBackend<'_>, Shift>, series: &[Series]) -> Result<(), DrawError> {
     let font = TextStyle::from((FONT, LABEL_SIZE).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     let mut widths = Vec::with_capacity(series.len());
