@@ -1,7 +1,8 @@
 //! Training curves of a run as PNG files, drawn from the records of its `metrics.jsonl`.
 //!
-//! Everything is drawn by hand (lines, markers, and text in an embedded 5x7 bitmap font) so the
-//! plots need nothing beyond the `image` crate's PNG encoder: no font files, no plotting library.
+//! This file decides what is drawn (which series on which chart, titles, axis ranges and labels,
+//! the legend); `plotters` draws it. Text is set in DejaVu Sans, embedded by the `dejavu` crate,
+//! so drawing looks up no system font and builds without fontconfig or freetype.
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -15,32 +16,37 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use image::codecs::png::PngEncoder;
-use image::{ExtendedColorType, ImageEncoder, Rgb, RgbImage};
+use image::{ExtendedColorType, ImageEncoder, RgbImage};
+use plotters::coord::Shift;
+use plotters::data::float::FloatPrettyPrinter;
+use plotters::prelude::*;
+use plotters::style::register_font;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
 /// Size of every plot, in pixels.
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 400;
 
-const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
-const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
-const GRID: Rgb<u8> = Rgb([228, 228, 228]);
-
-/// Series colours, in the order series are listed. Saturated and mutually distinct, and none of
-/// them is black, white or the grid grey, so a series' pixels can be told apart from the frame.
-const PALETTE: [Rgb<u8>; 8] = [
-    Rgb([31, 119, 180]),  // blue
-    Rgb([255, 127, 14]),  // orange
-    Rgb([44, 160, 44]),   // green
-    Rgb([214, 39, 40]),   // red
-    Rgb([148, 103, 189]), // purple
-    Rgb([140, 86, 75]),   // brown
-    Rgb([227, 119, 194]), // pink
-    Rgb([23, 190, 207]),  // cyan
+/// Series colours, in the order series are listed (matplotlib's tab10). Saturated and mutually
+/// distinct, and none of them is black, white or the grid grey, so a series' pixels can be told
+/// apart from the frame and the anti-aliased text.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),  // blue
+    RGBColor(255, 127, 14),  // orange
+    RGBColor(44, 160, 44),   // green
+    RGBColor(214, 39, 40),   // red
+    RGBColor(148, 103, 189), // purple
+    RGBColor(140, 86, 75),   // brown
+    RGBColor(227, 119, 194), // pink
+    RGBColor(23, 190, 207),  // cyan
 ];
+const GRID: RGBColor = RGBColor(228, 228, 228);
 
 /// Eval metrics that are fractions in `[0, 1]`, plotted in percent on `accuracy.png`.
 const ACCURACY_KEYS: [&str; 7] = ["top1", "top5", "top1_ema", "top5_ema", "mIoU", "aAcc", "mAcc"];
@@ -63,7 +69,7 @@ pub fn write_curves(records: &[Value], dir: &Path) -> io::Result<Vec<PathBuf>> {
             fs::create_dir_all(dir)?;
         }
         let path = dir.join(name);
-        write_png_atomically(&render(&chart).0, &path)?;
+        write_png_atomically(&render(&chart)?.0, &path)?;
         written.push(path);
     }
     Ok(written)
@@ -74,7 +80,7 @@ pub fn write_curves(records: &[Value], dir: &Path) -> io::Result<Vec<PathBuf>> {
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
-    /// Eval series are sparse, so each point also gets a square marker.
+    /// Eval series are sparse, so each point also gets a round marker.
     markers: bool,
 }
 
@@ -148,400 +154,159 @@ fn encode_png(img: &RgbImage, path: &Path) -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Axes and ticks
+// Drawing
 
-/// Widens an empty or single-value range so it can be divided into ticks; steps (`integer`)
-/// stay at or above zero when the data does.
-fn padded_range(lo: f64, hi: f64, integer: bool) -> (f64, f64) {
-    if !(lo.is_finite() && hi.is_finite()) || lo > hi {
-        return (0.0, 1.0);
-    }
-    if hi - lo > f64::EPSILON * lo.abs().max(hi.abs()) {
-        return (lo, hi);
-    }
-    let v = lo;
-    if integer {
-        if (0.0..2.0).contains(&v) { (0.0, 4.0) } else { (v - 2.0, v + 2.0) }
-    } else {
-        let pad = if v == 0.0 { 1.0 } else { v.abs() * 0.1 };
-        (v - pad, v + pad)
-    }
+/// The family name plotters' own defaults ask for, so any text it sets finds the embedded font.
+const FONT: &str = "sans-serif";
+const TITLE_SIZE: f64 = 20.0;
+const LABEL_SIZE: f64 = 13.0;
+/// Height of the legend row between the title and the plot.
+const LEGEND_HEIGHT: u32 = 22;
+/// Length of a legend entry's line swatch, and the space between entries.
+const SWATCH: i32 = 20;
+const LEGEND_GAP: i32 = 18;
+const LINE_WIDTH: u32 = 2;
+const MARKER_RADIUS: u32 = 3;
+const TICK_LENGTH: u32 = 4;
+
+/// Registers DejaVu Sans (Bitstream Vera licence, DejaVu changes public domain; shipped in the
+/// `dejavu` crate) as [`FONT`] with plotters' `ab_glyph` renderer, once per process. A
+/// proportional face: plotters 0.3.7's ab_glyph path ignores side bearings, which leaves gaps
+/// around the narrow glyphs of a monospace one ("1. 5").
+fn register_embedded_font() -> io::Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
+    if registered { Ok(()) } else { Err(io::Error::other("the embedded DejaVu Sans font could not be parsed")) }
 }
 
-/// Tick values covering `[lo, hi]`: multiples of the smallest step in 1, 2, 5 × 10^k that
-/// needs at most six ticks, with the axis widened to the enclosing ticks (so the data never
-/// touches an unlabelled edge) and, rarely, by one more step so there are at least four.
-/// `integer` keeps the step at 1 or more, for optimiser steps. Returns the ticks and the step.
-fn nice_ticks(lo: f64, hi: f64, integer: bool) -> (Vec<f64>, f64) {
-    let (lo, hi) = padded_range(lo, hi, integer);
-    let span = hi - lo;
-    if !span.is_finite() || span <= 0.0 {
-        return (vec![lo, hi], span);
-    }
-    // quotients are compared with a little slack so 1.0 / 0.2 = 5.000000000000001 counts as 5
-    const SLACK: f64 = 1e-7;
-    let first_exp = (span / 6.0).log10().floor() as i32 - 1;
-    for i in 0..60 {
-        let step = [1.0, 2.0, 5.0][i % 3] * 10f64.powi(first_exp + (i / 3) as i32);
-        if integer && step < 1.0 {
-            continue;
-        }
-        let mut first = (lo / step + SLACK).floor() as i64;
-        let mut last = (hi / step - SLACK).ceil() as i64;
-        if last - first > 5 {
-            continue;
-        }
-        while last - first < 3 {
-            // grow downwards unless that would take a non-negative axis below zero
-            if first > 0 || lo < 0.0 {
-                first -= 1;
-            } else {
-                last += 1;
-            }
-        }
-        // `+ 0.0` turns -0.0 into 0.0, so no "-0" label
-        let ticks = (first..=last).map(|k| k as f64 * step + 0.0).collect();
-        return (ticks, step);
-    }
-    (vec![lo, hi], span)
+fn colour(series: usize) -> RGBColor {
+    PALETTE[series % PALETTE.len()]
 }
 
-/// Labels for `ticks` spaced `step` apart: each the shortest decimal ("0.002") or scientific
-/// ("2e-3") text that reads back within a millionth of a step. The whole axis uses one style,
-/// the one with the shorter longest label; whole numbers stay plain up to six digits, and
-/// `integer` axes (steps) are always plain.
-fn format_ticks(ticks: &[f64], step: f64, integer: bool) -> Vec<String> {
-    let tolerance = step.abs() * 1e-6;
-    let shortest = |v: f64, scientific: bool| -> String {
-        if v.abs() <= tolerance {
-            return "0".to_string();
-        }
-        let text = |d: usize| if scientific { format!("{v:.d$e}") } else { format!("{v:.d$}") };
-        (0..=15).map(text).find(|s| s.parse::<f64>().is_ok_and(|p| (p - v).abs() <= tolerance)).unwrap_or_else(|| text(15))
-    };
-    let longest = |labels: &[String]| labels.iter().map(|s| s.len()).max().unwrap_or(0);
-    let plain: Vec<String> = ticks.iter().map(|&v| shortest(v, false)).collect();
-    if integer || (plain.iter().all(|s| !s.contains('.')) && longest(&plain) <= 6) {
-        return plain;
-    }
-    let scientific: Vec<String> = ticks.iter().map(|&v| shortest(v, true)).collect();
-    if longest(&scientific) < longest(&plain) { scientific } else { plain }
-}
+/// The plot area inside the axes: its x and y pixel ranges.
+type PlotArea = (Range<u32>, Range<u32>);
 
-// ---------------------------------------------------------------------------------------------
-// Rendering
-
-/// The plot area inside the axes, in pixels (inclusive edges).
-#[derive(Debug, Clone, Copy)]
-struct Frame {
-    left: i64,
-    right: i64,
-    top: i64,
-    bottom: i64,
-}
-
-const MARGIN: i64 = 10;
-const TICK_LEN: i64 = 4;
-const TITLE_Y: i64 = 6;
-const TITLE_SCALE: i64 = 2;
-const LEGEND_Y: i64 = 30;
-const LEGEND_ROW: i64 = 13;
-const SWATCH: i64 = 18;
-const LEGEND_GAP: i64 = 16;
-const LINE_WIDTH: i64 = 2;
-const MARKER_HALF: i64 = 2;
+type DrawError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Draws a chart; also returns where the plot area ended up, for tests.
-fn render(chart: &Chart) -> (RgbImage, Frame) {
-    let mut canvas = Canvas::new(WIDTH, HEIGHT);
-    let points = || chart.series.iter().flat_map(|s| s.points.iter().copied());
-    let range =
-        |values: &mut dyn Iterator<Item = f64>| values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (x_lo, x_hi) = range(&mut points().map(|p| p.0));
-    let (y_lo, y_hi) = range(&mut points().map(|p| p.1));
-    let (x_ticks, x_step) = nice_ticks(x_lo, x_hi, true);
-    let (y_ticks, y_step) = nice_ticks(y_lo, y_hi, false);
-    let x_labels = format_ticks(&x_ticks, x_step, true);
-    let y_labels = format_ticks(&y_ticks, y_step, false);
+fn render(chart: &Chart) -> io::Result<(RgbImage, PlotArea)> {
+    register_embedded_font()?;
+    let mut pixels = vec![0; WIDTH as usize * HEIGHT as usize * 3];
+    let area = draw(chart, &mut pixels).map_err(|e| io::Error::other(format!("drawing the {} chart: {e}", chart.title)))?;
+    let img = RgbImage::from_raw(WIDTH, HEIGHT, pixels).ok_or_else(|| io::Error::other("chart buffer of the wrong size"))?;
+    Ok((img, area))
+}
 
-    // the y labels decide the left margin, the legend's row count the top one
-    let y_label_width = y_labels.iter().map(|s| text_width(s, 1)).max().unwrap_or(0);
-    let left = MARGIN + y_label_width + TICK_LEN + 4;
-    let right = i64::from(WIDTH) - 24;
-    let rows = legend_rows(&chart.series, right - left);
-    let frame = Frame { left, right, top: LEGEND_Y + rows.len() as i64 * LEGEND_ROW + 6, bottom: i64::from(HEIGHT) - 38 };
+/// Title on top, the legend row under it, then the plot: x is the optimiser step, y the values.
+fn draw(chart: &Chart, pixels: &mut [u8]) -> Result<PlotArea, DrawError> {
+    let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (legend, body) = root.titled(chart.title, (FONT, TITLE_SIZE))?.split_vertically(LEGEND_HEIGHT);
+    draw_legend(&legend, &chart.series)?;
 
-    let (x_min, x_max) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
-    let (y_min, y_max) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
-    // clamped, so even a degenerate axis cannot send a line off towards i64::MAX
-    let to_px = |x: f64| {
-        let t = (x - x_min) / (x_max - x_min);
-        (frame.left as f64 + t * (frame.right - frame.left) as f64).round().clamp(0.0, f64::from(WIDTH)) as i64
-    };
-    let to_py = |y: f64| {
-        let t = (y - y_min) / (y_max - y_min);
-        (frame.bottom as f64 - t * (frame.bottom - frame.top) as f64).round().clamp(0.0, f64::from(HEIGHT)) as i64
-    };
-
-    // grid and tick labels first, so data is drawn over them
-    for (&v, label) in x_ticks.iter().zip(&x_labels) {
-        let x = to_px(v);
-        canvas.line((x, frame.top), (x, frame.bottom), GRID, 1);
-        canvas.line((x, frame.bottom), (x, frame.bottom + TICK_LEN), BLACK, 1);
-        canvas.text(x - text_width(label, 1) / 2, frame.bottom + TICK_LEN + 4, label, 1, BLACK);
-    }
-    for (&v, label) in y_ticks.iter().zip(&y_labels) {
-        let y = to_py(v);
-        canvas.line((frame.left, y), (frame.right, y), GRID, 1);
-        canvas.line((frame.left - TICK_LEN, y), (frame.left, y), BLACK, 1);
-        canvas.text(frame.left - TICK_LEN - 4 - text_width(label, 1), y - GLYPH_H / 2, label, 1, BLACK);
-    }
-    canvas.rect_outline(frame, BLACK);
-
+    let (x_range, y_range) = axis_ranges(chart);
+    let y_span = y_range.end - y_range.start;
+    // learning rates read better as 2e-4 than as 0.0002, and one axis never mixes the two
+    let scientific = y_range.start.abs().max(y_range.end.abs()) < 1e-2;
+    let y_label = |v: &f64| tick_label(*v, y_span, scientific);
+    let mut plot = ChartBuilder::on(&body)
+        .margin_right(24)
+        .margin_bottom(4)
+        .x_label_area_size(38)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_range, y_range)?;
+    plot.configure_mesh()
+        .x_labels(8)
+        .y_labels(6)
+        .x_desc("step")
+        .set_all_tick_mark_size(TICK_LENGTH)
+        .y_label_formatter(&y_label)
+        .label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, LABEL_SIZE))
+        .bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
+        .draw()?;
     for (i, series) in chart.series.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
-        let pixels: Vec<(i64, i64)> = series.points.iter().map(|&(x, y)| (to_px(x), to_py(y))).collect();
-        for pair in pixels.windows(2) {
-            canvas.line(pair[0], pair[1], colour, LINE_WIDTH);
-        }
         // a lone point has no line, so it gets a marker whatever the series
-        if series.markers || pixels.len() == 1 {
-            for &p in &pixels {
-                canvas.marker(p, colour);
-            }
-        }
+        let marker = if series.markers || series.points.len() == 1 { MARKER_RADIUS } else { 0 };
+        let points = series.points.iter().map(|&(step, y)| (step.round() as i64, y));
+        plot.draw_series(LineSeries::new(points, colour(i).filled().stroke_width(LINE_WIDTH)).point_size(marker))?;
     }
-
-    // legend rows centred above the plot
-    for (r, row) in rows.iter().enumerate() {
-        let width: i64 = row.iter().map(|&i| legend_entry_width(&chart.series[i])).sum::<i64>() + LEGEND_GAP * (row.len() as i64 - 1);
-        let mut x = (frame.left + frame.right) / 2 - width / 2;
-        let y = LEGEND_Y + r as i64 * LEGEND_ROW;
-        for &i in row {
-            let series = &chart.series[i];
-            let colour = PALETTE[i % PALETTE.len()];
-            let mid = y + GLYPH_H / 2;
-            canvas.line((x, mid), (x + SWATCH - 1, mid), colour, LINE_WIDTH);
-            if series.markers {
-                canvas.marker((x + SWATCH / 2, mid), colour);
-            }
-            canvas.text(x + SWATCH + 4, y, &series.name, 1, BLACK);
-            x += legend_entry_width(series) + LEGEND_GAP;
-        }
-    }
-
-    let title_x = i64::from(WIDTH) / 2 - text_width(chart.title, TITLE_SCALE) / 2;
-    canvas.text(title_x, TITLE_Y, chart.title, TITLE_SCALE, BLACK);
-    canvas.text((frame.left + frame.right) / 2 - text_width("step", 1) / 2, i64::from(HEIGHT) - 16, "step", 1, BLACK);
-    (canvas.img, frame)
+    let (x, y) = plot.plotting_area().get_pixel_range();
+    root.present()?;
+    let px = |r: Range<i32>| r.start.max(0) as u32..r.end.max(0) as u32;
+    Ok((px(x), px(y)))
 }
 
-fn legend_entry_width(series: &Series) -> i64 {
-    SWATCH + 4 + text_width(&series.name, 1)
-}
-
-/// Greedily packs legend entries (series indices) into rows no wider than `width`.
-fn legend_rows(series: &[Series], width: i64) -> Vec<Vec<usize>> {
-    let mut rows: Vec<Vec<usize>> = Vec::new();
-    let mut used = 0;
-    for (i, s) in series.iter().enumerate() {
-        let w = legend_entry_width(s);
-        match rows.last_mut() {
-            Some(row) if used + LEGEND_GAP + w <= width => {
-                row.push(i);
-                used += LEGEND_GAP + w;
-            }
-            _ => {
-                rows.push(vec![i]);
-                used = w;
-            }
+/// One centred row of legend entries: a line swatch (with a marker for eval series, as on the
+/// plot) and the series name. Every chart's series fit: all seven accuracy keys take ~520 px.
+fn draw_legend(area: &DrawingArea<BitMapBackend<'_>, Shift>, series: &[Series]) -> Result<(), DrawError> {
+    let font = TextStyle::from((FONT, LABEL_SIZE).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let mut widths = Vec::with_capacity(series.len());
+    for s in series {
+        widths.push(SWATCH + 4 + area.estimate_text_size(&s.name, &font)?.0 as i32);
+    }
+    let total = widths.iter().sum::<i32>() + LEGEND_GAP * (widths.len() as i32 - 1);
+    let (width, height) = area.dim_in_pixel();
+    let (mut x, y) = ((width as i32 - total) / 2, height as i32 / 2);
+    for (i, (s, entry_width)) in series.iter().zip(widths).enumerate() {
+        let style = colour(i).filled().stroke_width(LINE_WIDTH);
+        area.draw(&PathElement::new(vec![(x, y), (x + SWATCH, y)], style))?;
+        if s.markers {
+            area.draw(&Circle::new((x + SWATCH / 2, y), MARKER_RADIUS, style))?;
         }
+        area.draw(&Text::new(s.name.as_str(), (x + SWATCH + 4, y), font.clone()))?;
+        x += entry_width + LEGEND_GAP;
     }
-    rows
+    Ok(())
 }
 
-/// An RGB image with drawing primitives that silently clip at the edges.
-struct Canvas {
-    img: RgbImage,
+/// The axes' ranges: the data's extent plus a margin, so no curve runs along an edge of the plot.
+/// A lone step or a constant value is widened so the axis still gets ticks, and steps stay at
+/// or above zero when the data does.
+fn axis_ranges(chart: &Chart) -> (Range<i64>, Range<f64>) {
+    let points = || chart.series.iter().flat_map(|s| s.points.iter().copied());
+    let extent =
+        |values: &mut dyn Iterator<Item = f64>| values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (x_lo, x_hi) = extent(&mut points().map(|p| p.0));
+    let (y_lo, y_hi) = extent(&mut points().map(|p| p.1));
+    if x_lo > x_hi {
+        return (0..1, 0.0..1.0);
+    }
+    let x_pad = ((x_hi - x_lo) * 0.03).max(2.0);
+    let x_start = if x_lo >= 0.0 { (x_lo - x_pad).max(0.0) } else { x_lo - x_pad };
+    let x = x_start.floor() as i64..(x_hi + x_pad).ceil() as i64;
+    let y_span = y_hi - y_lo;
+    let y_pad = if y_span > 1e-9 * y_lo.abs().max(y_hi.abs()) {
+        0.05 * y_span
+    } else if y_hi != 0.0 {
+        0.1 * y_hi.abs()
+    } else {
+        1.0
+    };
+    (x, y_lo - y_pad..y_hi + y_pad)
 }
 
-impl Canvas {
-    fn new(width: u32, height: u32) -> Self {
-        Canvas { img: RgbImage::from_pixel(width, height, WHITE) }
+/// A y tick label: the shortest plain decimal ("0.25") or, on a `scientific` axis, mantissa and
+/// exponent ("1.5e-4"). A tick within a billionth of the axis `span` of zero reads "0", never
+/// "-0" or "1e-20".
+fn tick_label(v: f64, span: f64, scientific: bool) -> String {
+    if v.abs() <= span * 1e-9 {
+        return "0".to_string();
     }
-
-    fn set(&mut self, x: i64, y: i64, colour: Rgb<u8>) {
-        if let (Ok(x), Ok(y)) = (u32::try_from(x), u32::try_from(y))
-            && x < self.img.width()
-            && y < self.img.height()
-        {
-            self.img.put_pixel(x, y, colour);
-        }
+    if !scientific {
+        return FloatPrettyPrinter { allow_scientific: false, min_decimal: 0, max_decimal: 6 }.print(v);
     }
-
-    fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, colour: Rgb<u8>) {
-        for yy in y..y + h {
-            for xx in x..x + w {
-                self.set(xx, yy, colour);
-            }
-        }
-    }
-
-    /// Bresenham's line, each point stamped as a `width`-pixel square for thickness.
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), colour: Rgb<u8>, width: i64) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.fill(x, y, width, width, colour);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    fn marker(&mut self, (x, y): (i64, i64), colour: Rgb<u8>) {
-        let side = 2 * MARKER_HALF + 1;
-        self.fill(x - MARKER_HALF, y - MARKER_HALF, side, side, colour);
-    }
-
-    fn rect_outline(&mut self, f: Frame, colour: Rgb<u8>) {
-        self.line((f.left, f.top), (f.right, f.top), colour, 1);
-        self.line((f.left, f.bottom), (f.right, f.bottom), colour, 1);
-        self.line((f.left, f.top), (f.left, f.bottom), colour, 1);
-        self.line((f.right, f.top), (f.right, f.bottom), colour, 1);
-    }
-
-    /// Draws `text` with its top-left corner at `(x, y)`, each font pixel as a `scale`-sided square.
-    fn text(&mut self, x: i64, y: i64, text: &str, scale: i64, colour: Rgb<u8>) {
-        for (i, c) in text.chars().enumerate() {
-            let origin = x + i as i64 * GLYPH_ADVANCE * scale;
-            let top = y + if DESCENDERS.contains(c) { 2 * scale } else { 0 };
-            for (row, bits) in glyph(c).iter().enumerate() {
-                for col in 0..GLYPH_W {
-                    if bits & (1 << (GLYPH_W - 1 - col)) != 0 {
-                        self.fill(origin + col * scale, top + row as i64 * scale, scale, scale, colour);
-                    }
-                }
-            }
-        }
-    }
+    // Rust rounds the mantissa and carries into the exponent ("9.9999999e-5" gives "1.000e-4")
+    let text = format!("{v:.3e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    format!("{}e{exponent}", mantissa.trim_end_matches('0').trim_end_matches('.'))
 }
-
-// ---------------------------------------------------------------------------------------------
-// Font
-
-const GLYPH_W: i64 = 5;
-const GLYPH_H: i64 = 7;
-/// Glyph width plus one column of spacing.
-const GLYPH_ADVANCE: i64 = GLYPH_W + 1;
-/// Letters whose tails hang below the baseline. Squeezing them into seven rows made `p` read as
-/// `P` and `g` as `9`, so their glyphs start at the x-height and are drawn two rows down.
-const DESCENDERS: &str = "gpqy";
-
-/// Width in pixels of `text` drawn at `scale`, from the first lit column to the last possible
-/// one (no trailing spacing column).
-fn text_width(text: &str, scale: i64) -> i64 {
-    let n = text.chars().count() as i64;
-    if n == 0 { 0 } else { (n * GLYPH_ADVANCE - 1) * scale }
-}
-
-/// The glyph for `c`; characters outside the table are drawn as `?`.
-fn glyph(c: char) -> &'static [u8; 7] {
-    FONT.iter().find(|(g, _)| *g == c).or_else(|| FONT.iter().find(|(g, _)| *g == '?')).map_or(&FONT[0].1, |(_, rows)| rows)
-}
-
-/// A 5x7 bitmap font: seven rows per glyph, top first, bit 4 the leftmost column. The
-/// [`DESCENDERS`] are drawn two rows lower, so text occupies 9 rows from its top.
-#[rustfmt::skip]
-const FONT: [(char, [u8; 7]); 73] = [
-    (' ', [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000]),
-    ('0', [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110]),
-    ('1', [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('2', [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111]),
-    ('3', [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110]),
-    ('4', [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010]),
-    ('5', [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110]),
-    ('6', [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110]),
-    ('7', [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000]),
-    ('8', [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110]),
-    ('9', [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100]),
-    ('A', [0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001]),
-    ('B', [0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110]),
-    ('C', [0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110]),
-    ('D', [0b11100, 0b10010, 0b10001, 0b10001, 0b10001, 0b10010, 0b11100]),
-    ('E', [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111]),
-    ('F', [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000]),
-    ('G', [0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111]),
-    ('H', [0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001]),
-    ('I', [0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('J', [0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100]),
-    ('K', [0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001]),
-    ('L', [0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111]),
-    ('M', [0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001]),
-    ('N', [0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001]),
-    ('O', [0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110]),
-    ('P', [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000]),
-    ('Q', [0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101]),
-    ('R', [0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001]),
-    ('S', [0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110]),
-    ('T', [0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100]),
-    ('U', [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110]),
-    ('V', [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100]),
-    ('W', [0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010]),
-    ('X', [0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001]),
-    ('Y', [0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100, 0b00100]),
-    ('Z', [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111]),
-    ('a', [0b00000, 0b00000, 0b01110, 0b00001, 0b01111, 0b10001, 0b01111]),
-    ('b', [0b10000, 0b10000, 0b10110, 0b11001, 0b10001, 0b10001, 0b11110]),
-    ('c', [0b00000, 0b00000, 0b01110, 0b10000, 0b10000, 0b10001, 0b01110]),
-    ('d', [0b00001, 0b00001, 0b01101, 0b10011, 0b10001, 0b10001, 0b01111]),
-    ('e', [0b00000, 0b00000, 0b01110, 0b10001, 0b11111, 0b10000, 0b01110]),
-    ('f', [0b00110, 0b01001, 0b01000, 0b11100, 0b01000, 0b01000, 0b01000]),
-    ('g', [0b01111, 0b10001, 0b10001, 0b10001, 0b01111, 0b00001, 0b01110]),
-    ('h', [0b10000, 0b10000, 0b10110, 0b11001, 0b10001, 0b10001, 0b10001]),
-    ('i', [0b00100, 0b00000, 0b01100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('j', [0b00010, 0b00000, 0b00110, 0b00010, 0b00010, 0b10010, 0b01100]),
-    ('k', [0b10000, 0b10000, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010]),
-    ('l', [0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('m', [0b00000, 0b00000, 0b11010, 0b10101, 0b10101, 0b10001, 0b10001]),
-    ('n', [0b00000, 0b00000, 0b10110, 0b11001, 0b10001, 0b10001, 0b10001]),
-    ('o', [0b00000, 0b00000, 0b01110, 0b10001, 0b10001, 0b10001, 0b01110]),
-    ('p', [0b11110, 0b10001, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000]),
-    ('q', [0b01111, 0b10001, 0b10001, 0b10001, 0b01111, 0b00001, 0b00001]),
-    ('r', [0b00000, 0b00000, 0b10110, 0b11001, 0b10000, 0b10000, 0b10000]),
-    ('s', [0b00000, 0b00000, 0b01110, 0b10000, 0b01110, 0b00001, 0b11110]),
-    ('t', [0b01000, 0b01000, 0b11100, 0b01000, 0b01000, 0b01001, 0b00110]),
-    ('u', [0b00000, 0b00000, 0b10001, 0b10001, 0b10001, 0b10011, 0b01101]),
-    ('v', [0b00000, 0b00000, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100]),
-    ('w', [0b00000, 0b00000, 0b10001, 0b10001, 0b10101, 0b10101, 0b01010]),
-    ('x', [0b00000, 0b00000, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001]),
-    ('y', [0b10001, 0b10001, 0b10001, 0b10001, 0b01111, 0b00001, 0b01110]),
-    ('z', [0b00000, 0b00000, 0b11111, 0b00010, 0b00100, 0b01000, 0b11111]),
-    ('.', [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100]),
-    ('-', [0b00000, 0b00000, 0b00000, 0b11111, 0b00000, 0b00000, 0b00000]),
-    ('+', [0b00000, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0b00000]),
-    ('%', [0b11000, 0b11001, 0b00010, 0b00100, 0b01000, 0b10011, 0b00011]),
-    ('(', [0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010]),
-    (')', [0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000]),
-    ('_', [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b11111]),
-    (':', [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b01100, 0b00000]),
-    ('/', [0b00000, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b00000]),
-    ('?', [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b00000, 0b00100]),
-];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
     use serde_json::json;
 
     /// A fresh, empty directory under the system temp dir, unique to this test.
@@ -573,9 +338,17 @@ mod tests {
         records
     }
 
-    fn count(img: &RgbImage, colour: Rgb<u8>, region: impl Fn(u32, u32) -> bool) -> usize {
-        img.enumerate_pixels().filter(|&(x, y, p)| *p == colour && region(x, y)).count()
+    fn rgb(c: RGBColor) -> Rgb<u8> {
+        Rgb([c.0, c.1, c.2])
     }
+
+    fn count(img: &RgbImage, colour: RGBColor, region: impl Fn(u32, u32) -> bool) -> usize {
+        img.enumerate_pixels().filter(|&(x, y, p)| *p == rgb(colour) && region(x, y)).count()
+    }
+
+    /// The most pixels of one colour a legend entry draws: a swatch `SWATCH + 1` long and at
+    /// most three rows thick, and a marker in its `(2r + 1)²` box.
+    const LEGEND_PIXELS: usize = (SWATCH as usize + 1) * 3 + (2 * MARKER_RADIUS as usize + 1).pow(2);
 
     #[test]
     fn writes_three_decodable_pngs_with_every_series_drawn() {
@@ -588,13 +361,12 @@ mod tests {
             assert!(path.starts_with(&dir));
             let img = image::open(path).expect("decodes as an image").to_rgb8();
             assert_eq!(img.dimensions(), (WIDTH, HEIGHT), "{}", path.display());
-            assert_eq!(*img.get_pixel(0, 0), WHITE, "white background");
+            assert_eq!(*img.get_pixel(0, 0), rgb(WHITE), "white background");
             for (i, &colour) in PALETTE.iter().enumerate() {
-                // the legend alone draws at most 18 x 2 + 5 x 5 = 61 pixels of a colour, so
-                // more than that means the series itself was drawn
+                // more pixels than the legend alone draws means the series itself was drawn
                 let n = count(&img, colour, |_, _| true);
                 if i < series {
-                    assert!(n > 61, "{}: series {i} has only {n} pixels", path.display());
+                    assert!(n > LEGEND_PIXELS, "{}: series {i} has only {n} pixels", path.display());
                 } else {
                     assert_eq!(n, 0, "{}: colour {i} used with {series} series", path.display());
                 }
@@ -612,8 +384,8 @@ mod tests {
     #[test]
     fn lines_span_the_plot_area() {
         let (_, chart) = charts(&synthetic_records()).swap_remove(0);
-        let (img, frame) = render(&chart);
-        let (l, r, t, b) = (frame.left as u32, frame.right as u32, frame.top as u32, frame.bottom as u32);
+        let (img, (xs, ys)) = render(&chart).expect("render");
+        let (l, r, t, b) = (xs.start, xs.end - 1, ys.start, ys.end - 1);
         let mid = (l + r) / 2;
         let inside_left = |x: u32, y: u32| x > l && x < mid && y > t && y < b;
         let inside_right = |x: u32, y: u32| x >= mid && x < r && y > t && y < b;
@@ -624,6 +396,27 @@ mod tests {
         // the first train point (step 50, the highest loss) lies near the top-left of the frame
         let near_top_left = |x: u32, y: u32| x > l && x < l + 60 && y > t && y < t + (b - t) / 4;
         assert!(count(&img, PALETTE[0], near_top_left) > 0);
+    }
+
+    #[test]
+    fn title_tick_labels_and_legend_text_are_drawn() {
+        let (_, chart) = charts(&synthetic_records()).swap_remove(0);
+        let (img, (xs, ys)) = render(&chart).expect("render");
+        // anti-aliased black text on white: count the clearly dark pixels of a region
+        let dark = |region: &dyn Fn(u32, u32) -> bool| {
+            img.enumerate_pixels().filter(|&(x, y, p)| region(x, y) && p.0.iter().all(|&c| c < 96)).count()
+        };
+        let title_bottom = ys.start.saturating_sub(LEGEND_HEIGHT + 4);
+        assert!(dark(&|x, y| y < title_bottom && x > WIDTH / 2 - 40 && x < WIDTH / 2 + 40) > 30, "no title");
+        assert!(dark(&|_, y| y >= title_bottom && y < ys.start) > 30, "no legend names");
+        // clear of the tick marks, so only text counts
+        let margin = TICK_LENGTH + 2;
+        assert!(dark(&|x, y| x + margin < xs.start && ys.contains(&y)) > 60, "no y tick labels");
+        assert!(dark(&|x, y| y > ys.end + margin && xs.contains(&x)) > 60, "no x tick labels or 'step'");
+        // the plot area itself holds the series, not a blank or a black box
+        let white = img.pixels().filter(|p| **p == rgb(WHITE)).count();
+        let total = (WIDTH * HEIGHT) as usize;
+        assert!(white > total / 2 && white < total - 2000, "{white} of {total} pixels white");
     }
 
     #[test]
@@ -661,114 +454,43 @@ mod tests {
             Series::new("train", [(0.0, 1.0), (1.0, f64::NAN), (f64::INFINITY, 2.0), (2.0, f64::NEG_INFINITY), (3.0, 0.5)], false);
         assert_eq!(with_nan.points, [(0.0, 1.0), (3.0, 0.5)]);
         for chart in [single, constant, Chart::new("nan", [with_nan])] {
-            let (img, _) = render(&chart);
-            assert!(count(&img, PALETTE[0], |_, _| true) > 61, "{}: series not drawn", chart.title);
+            let (img, (xs, ys)) = render(&chart).expect("render");
+            // inside the plot area, so the legend's swatch does not count; a lone point's marker
+            // alone has about 30 pixels
+            let inside = |x: u32, y: u32| xs.start < x && x + 1 < xs.end && ys.start < y && y + 1 < ys.end;
+            assert!(count(&img, PALETTE[0], inside) > 20, "{}: series not drawn", chart.title);
         }
         let all_bad = Chart::new("bad", [Series::new("x", [(f64::NAN, 1.0), (1.0, f64::INFINITY)], true)]);
         assert!(all_bad.series.is_empty());
     }
 
     #[test]
-    fn glyphs_render_at_the_expected_width() {
-        let mut canvas = Canvas::new(100, 30);
-        canvas.text(10, 5, "HH", 1, BLACK);
-        let lit: Vec<(u32, u32)> = canvas.img.enumerate_pixels().filter(|(_, _, p)| **p == BLACK).map(|(x, y, _)| (x, y)).collect();
-        assert!(!lit.is_empty());
-        let xs = lit.iter().map(|p| p.0);
-        let ys = lit.iter().map(|p| p.1);
-        let width = i64::from(xs.clone().max().unwrap_or(0) - xs.min().unwrap_or(0) + 1);
-        let height = ys.clone().max().unwrap_or(0) - ys.min().unwrap_or(0) + 1;
-        // H lights its first and last columns, so the lit width is the full text width
-        assert_eq!(width, text_width("HH", 1));
-        assert_eq!(width, 11);
-        assert_eq!(height, 7);
-        // each H has 7 + 7 + 3 lit pixels
-        assert_eq!(lit.len(), 34);
-        assert_eq!(text_width("loss", 2), 46);
-        assert_eq!(text_width("", 1), 0);
-    }
-
-    #[test]
-    fn font_covers_the_charset_once_and_fits_five_columns() {
-        let charset = ('0'..='9').chain('a'..='z').chain('A'..='Z').chain(".-+%()_:/ ?".chars());
-        for c in charset {
-            let found = FONT.iter().filter(|(g, _)| *g == c).count();
-            assert_eq!(found, 1, "glyph {c:?} defined {found} times");
-        }
-        assert!(FONT.iter().all(|(_, rows)| rows.iter().all(|&r| r < 1 << GLYPH_W)));
-        // every glyph but space draws something, and no two glyphs look the same
-        assert!(FONT.iter().filter(|(c, _)| *c != ' ').all(|(_, rows)| rows.iter().any(|&r| r != 0)));
-        for (i, a) in FONT.iter().enumerate() {
-            for b in &FONT[i + 1..] {
-                assert_ne!(a.1, b.1, "{:?} and {:?} are identical", a.0, b.0);
-            }
-        }
-        assert_eq!(glyph('€'), glyph('?'));
-    }
-
-    fn assert_ticks(lo: f64, hi: f64, integer: bool, expected: &[f64]) {
-        let (ticks, _) = nice_ticks(lo, hi, integer);
-        assert_eq!(ticks.len(), expected.len(), "{lo}..{hi}: {ticks:?}");
-        for (t, e) in ticks.iter().zip(expected) {
-            assert!((t - e).abs() < 1e-9 * e.abs().max(1e-12), "{lo}..{hi}: {ticks:?}, want {expected:?}");
-        }
-    }
-
-    #[test]
-    fn nice_ticks_for_typical_ranges() {
-        assert_ticks(0.0, 1.0, false, &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-        assert_ticks(0.3, 2.3, false, &[0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
-        assert_ticks(0.0, 468.0, true, &[0.0, 100.0, 200.0, 300.0, 400.0, 500.0]);
-        assert_ticks(60.0, 95.0, false, &[60.0, 70.0, 80.0, 90.0, 100.0]);
-        assert_ticks(1e-4, 2e-4, false, &[1e-4, 1.2e-4, 1.4e-4, 1.6e-4, 1.8e-4, 2e-4]);
-        assert_ticks(-3.0, 3.0, false, &[-4.0, -2.0, 0.0, 2.0, 4.0]);
-        // three ticks would do, but a fourth is added below (not under zero)
-        assert_ticks(5.0, 15.0, false, &[0.0, 5.0, 10.0, 15.0]);
-        // steps never get fractional ticks; a single step is padded
-        assert_ticks(0.0, 2.0, true, &[0.0, 1.0, 2.0, 3.0]);
-        assert_ticks(50.0, 50.0, true, &[48.0, 49.0, 50.0, 51.0, 52.0]);
-        // a constant value is padded by 10%
-        assert_ticks(0.5, 0.5, false, &[0.4, 0.45, 0.5, 0.55]);
-    }
-
-    #[test]
-    fn nice_ticks_always_four_to_six_covering_the_data() {
-        // a deterministic spread of ranges over many magnitudes and offsets
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
-        for _ in 0..5000 {
-            let scale = 10f64.powf(next() * 16.0 - 8.0);
-            let lo = (next() - 0.3) * scale * 10.0;
-            let hi = lo + next() * scale;
-            for integer in [false, true] {
-                let (ticks, step) = nice_ticks(lo, hi, integer);
-                assert!((4..=6).contains(&ticks.len()), "{lo}..{hi} ({integer}): {ticks:?}");
-                let (first, last) = (ticks[0], ticks[ticks.len() - 1]);
-                let slack = step * 1e-6;
-                assert!(first <= lo + slack && last >= hi - slack, "{lo}..{hi}: {ticks:?}");
-                let mantissa = step / 10f64.powf(step.log10().floor());
-                assert!([1.0, 2.0, 5.0, 10.0].iter().any(|m| (mantissa - m).abs() < 1e-9), "step {step}");
-                assert!(!integer || step >= 1.0);
-            }
-        }
+    fn axes_cover_the_data_with_a_margin() {
+        let ranges = |points: &[(f64, f64)]| axis_ranges(&Chart::new("t", [Series::new("s", points.iter().copied(), false)]));
+        // a 3% margin (at least two steps) on x, 5% on y
+        let (x, y) = ranges(&[(100.0, 0.3), (1100.0, 2.3)]);
+        assert_eq!(x, 70..1130);
+        assert!((y.start - 0.2).abs() < 1e-12 && (y.end - 2.4).abs() < 1e-12, "{y:?}");
+        // steps never go below zero when the data does not
+        assert_eq!(ranges(&[(0.0, 1.0), (50.0, 2.0)]).0, 0..52);
+        assert_eq!(ranges(&[(-10.0, 1.0), (10.0, 2.0)]).0, -12..12);
+        // a single step and a constant value are widened, so the axes still have a span
+        let (x, y) = ranges(&[(7.0, 3e-4)]);
+        assert_eq!(x, 5..9);
+        assert!((y.start - 2.7e-4).abs() < 1e-12 && (y.end - 3.3e-4).abs() < 1e-12, "{y:?}");
+        assert_eq!(ranges(&[(1.0, 0.0), (2.0, 0.0)]).1, -1.0..1.0);
+        assert_eq!(axis_ranges(&Chart { title: "empty", series: Vec::new() }), (0..1, 0.0..1.0));
     }
 
     #[test]
     fn tick_labels_are_compact() {
-        let labels = |lo, hi, integer| {
-            let (ticks, step) = nice_ticks(lo, hi, integer);
-            format_ticks(&ticks, step, integer)
+        let labels = |ticks: &[f64], span: f64, scientific: bool| -> Vec<String> {
+            ticks.iter().map(|&v| tick_label(v, span, scientific)).collect()
         };
-        assert_eq!(labels(0.0, 1.0, false), ["0", "0.2", "0.4", "0.6", "0.8", "1"]);
-        assert_eq!(labels(0.0, 2e-4, false), ["0", "5e-5", "1e-4", "1.5e-4", "2e-4"]);
-        assert_eq!(labels(0.0, 0.01, false), ["0", "2e-3", "4e-3", "6e-3", "8e-3", "1e-2"]);
-        assert_eq!(labels(0.0, 468.0, true), ["0", "100", "200", "300", "400", "500"]);
-        assert_eq!(labels(0.0, 2.0e6, true), ["0", "500000", "1000000", "1500000", "2000000"]);
-        assert_eq!(labels(-1.0, 1.0, false), ["-1", "-0.5", "0", "0.5", "1"]);
+        assert_eq!(labels(&[0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0], 1.0, false), ["0", "0.2", "0.4", "0.6", "0.8", "1"]);
+        assert_eq!(labels(&[0.0, 5e-5, 1e-4, 1.5000000000000001e-4, 2e-4], 2e-4, true), ["0", "5e-5", "1e-4", "1.5e-4", "2e-4"]);
+        assert_eq!(labels(&[2e-3, 4e-3, 9.9999999e-3], 1e-2, true), ["2e-3", "4e-3", "1e-2"]);
+        assert_eq!(labels(&[-1.0, -0.5, -1e-17, 0.5], 2.0, false), ["-1", "-0.5", "0", "0.5"]);
+        assert_eq!(labels(&[60.0, 72.5, 1500000.0], 100.0, false), ["60", "72.5", "1500000"]);
     }
 }
