@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_data::{
-    DataError, Dataset, ErasingMode, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation, LoaderConfig,
-    Mixup, RgbImage, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
+    DataError, Dataset, ErasingMode, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation,
+    LabelledImages, LoaderConfig, Mixup, RgbImage, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
 };
 
 use crate::config::ResolvedConfig;
@@ -121,13 +121,16 @@ struct Padded {
     side: usize,
 }
 
-impl Dataset for Padded {
+impl LabelledImages for Padded {
     fn len(&self) -> usize {
         self.inner.len()
     }
     fn classes(&self) -> &[String] {
         self.inner.classes()
     }
+}
+
+impl Dataset for Padded {
     fn label(&self, index: usize) -> usize {
         self.inner.label(index)
     }
