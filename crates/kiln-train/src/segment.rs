@@ -12,12 +12,12 @@ use kiln_data::{
     DataError, EpochBatches, IGNORE_INDEX, Interpolation, LoaderConfig, LoaderPosition, SegBatch, SegClasses, SegDataset,
     SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig,
 };
-use kiln_models::segment::{AuxHeadConfig, HeadKind, LoadedSegmenter, Segmenter, SegmenterConfig};
+use kiln_models::segment::{AuxHeadConfig, LoadedSegmenter, Segmenter, SegmenterConfig};
 use kiln_models::{LayerOrdinal, ModelError, checkpoint};
 use serde::Serialize;
 
 use crate::config::ResolvedConfig;
-use crate::config::schema::{DecodeHeadName, TestMode};
+use crate::config::schema::TestMode;
 use crate::seg_inference::{InferenceMode, infer, infer_tta};
 use kiln_nn::resize_bilinear;
 use crate::seg_metrics::{SegConfusion, SegMetrics};
@@ -100,17 +100,13 @@ pub fn experiment_classes(cfg: &ResolvedConfig) -> Result<SegClasses, DataError>
 /// The experiment's segmenter configuration for `num_classes` classes.
 pub fn segmenter_config(cfg: &ResolvedConfig, num_classes: usize) -> SegmenterConfig {
     let seg = &cfg.experiment.segmentation;
-    let head = match seg.decode_head {
-        DecodeHeadName::Upernet => HeadKind::UperNet,
-        DecodeHeadName::Mlp => HeadKind::Mlp,
-    };
     let aux = AuxHeadConfig::new()
         .with_enabled(seg.aux_head)
         .with_in_index(seg.aux_in_index)
         .with_channels(seg.aux_channels)
         .with_weight(seg.aux_weight);
     SegmenterConfig::new(cfg.model.clone(), num_classes)
-        .with_head(head)
+        .with_head(seg.decode_head)
         .with_channels(seg.channels)
         .with_pool_scales(seg.pool_scales.clone())
         .with_dropout(seg.dropout)
