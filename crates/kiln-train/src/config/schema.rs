@@ -722,7 +722,8 @@ impl Default for SegmentationSection {
     }
 }
 
-/// How an evaluation image passes through a segmenter.
+/// How an evaluation image passes through a segmenter; the trainer turns `slide` into the
+/// [`SlideWindow`](crate::seg_inference::SlideWindow) of `crop_size` and `test_stride`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TestMode {
