@@ -1,5 +1,6 @@
-//! The classification data set contract, and subsets of any data set (by class list, images per
-//! class, or fraction).
+//! The data set contracts ([`LabelledImages`], shared by both tasks, and [`Dataset`] for
+//! classification), and subsets of a classification data set (by class list, images per class,
+//! or fraction).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,12 +10,10 @@ use image::RgbImage;
 
 use crate::{DataError, Rng};
 
-/// A labelled image collection the [`crate::DataLoader`] can read from several threads at once.
-///
-/// Labels are class indices into [`Dataset::classes`]. Images come back as 8-bit RGB: grayscale
-/// sources (Fashion-MNIST) have their level replicated, as Pillow's `convert('RGB')` does; a
-/// one-channel model converts back to luma in its transform, losslessly.
-pub trait Dataset: Send + Sync {
+/// What a data set of either task has: a number of images, and the class names their labels
+/// index. [`Dataset`] (a label per image) and [`crate::SegDataset`] (a label per pixel) add how
+/// an example is read.
+pub trait LabelledImages: Send + Sync {
     /// Number of examples.
     fn len(&self) -> usize;
 
@@ -23,14 +22,23 @@ pub trait Dataset: Send + Sync {
         self.len() == 0
     }
 
-    /// Class names, indexed by label (ImageNet WNIDs, Fashion-MNIST's article names, ...).
+    /// Class names, indexed by label (ImageNet WNIDs, Fashion-MNIST's article names, ADE20K's
+    /// classes, ...).
     fn classes(&self) -> &[String];
 
-    /// Number of classes.
+    /// Number of classes: labels are `0..num_classes` (a label map's
+    /// [`crate::IGNORE_INDEX`] counts in none).
     fn num_classes(&self) -> usize {
         self.classes().len()
     }
+}
 
+/// A classification data set the [`crate::DataLoader`] can read from several threads at once.
+///
+/// Labels are class indices into [`LabelledImages::classes`]. Images come back as 8-bit RGB:
+/// grayscale sources (Fashion-MNIST) have their level replicated, as Pillow's `convert('RGB')`
+/// does; a one-channel model converts back to luma in its transform, losslessly.
+pub trait Dataset: LabelledImages {
     /// The label of example `index`, without decoding it.
     ///
     /// # Panics
@@ -159,7 +167,7 @@ impl Subset {
     }
 }
 
-impl Dataset for Subset {
+impl LabelledImages for Subset {
     fn len(&self) -> usize {
         self.indices.len()
     }
@@ -167,7 +175,9 @@ impl Dataset for Subset {
     fn classes(&self) -> &[String] {
         &self.classes
     }
+}
 
+impl Dataset for Subset {
     fn label(&self, index: usize) -> usize {
         self.relabel[self.parent.label(self.indices[index])].expect("kept examples have kept classes")
     }
@@ -228,13 +238,16 @@ pub(crate) mod tests {
         }
     }
 
-    impl Dataset for Toy {
+    impl LabelledImages for Toy {
         fn len(&self) -> usize {
             self.labels.len()
         }
         fn classes(&self) -> &[String] {
             &self.classes
         }
+    }
+
+    impl Dataset for Toy {
         fn label(&self, index: usize) -> usize {
             self.labels[index]
         }

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::{DataError, Dataset, load_image};
+use crate::{DataError, Dataset, LabelledImages, load_image};
 
 /// Extensions of the files an image folder lists (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
@@ -154,7 +154,7 @@ impl ImageFolder {
     }
 }
 
-impl Dataset for ImageFolder {
+impl LabelledImages for ImageFolder {
     fn len(&self) -> usize {
         self.samples.len()
     }
@@ -162,7 +162,9 @@ impl Dataset for ImageFolder {
     fn classes(&self) -> &[String] {
         &self.classes
     }
+}
 
+impl Dataset for ImageFolder {
     fn label(&self, index: usize) -> usize {
         self.samples[index].1
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use image::{GrayImage, RgbImage};
 
-use crate::{DataError, Dataset};
+use crate::{DataError, Dataset, LabelledImages};
 
 /// Fashion-MNIST's ten classes, by label (from its README).
 pub const FASHION_MNIST_CLASSES: [&str; 10] =
@@ -195,7 +195,7 @@ impl IdxDataset {
     }
 }
 
-impl Dataset for IdxDataset {
+impl LabelledImages for IdxDataset {
     fn len(&self) -> usize {
         self.images.count
     }
@@ -203,7 +203,9 @@ impl Dataset for IdxDataset {
     fn classes(&self) -> &[String] {
         &self.classes
     }
+}
 
+impl Dataset for IdxDataset {
     fn label(&self, index: usize) -> usize {
         self.labels[index] as usize
     }

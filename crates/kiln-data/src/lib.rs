@@ -6,9 +6,10 @@
 //!
 //! - **Decoding**: [`load_image`] decodes a file to 8-bit RGB as `PIL.Image.open(p).convert('RGB')`
 //!   does.
-//! - **Data sets** ([`Dataset`]): [`ImageFolder`] (ImageNet's `train/<wnid>/*.JPEG`, and a flat
-//!   `val/` with a labels file), [`IdxDataset`] (Fashion-MNIST, shipped in
-//!   `datasets/fashion-mnist`), and [`Subset`]s of either by class list, count or fraction.
+//! - **Data sets** ([`Dataset`]; its size and class names are [`LabelledImages`], shared with
+//!   [`SegDataset`]): [`ImageFolder`] (ImageNet's `train/<wnid>/*.JPEG`, and a flat `val/` with a
+//!   labels file), [`IdxDataset`] (Fashion-MNIST, shipped in `datasets/fashion-mnist`), and
+//!   [`Subset`]s of either by class list, count or fraction.
 //! - **Evaluation**: [`EvalTransform`] is timm's `transforms_imagenet_eval`, with Pillow's
 //!   resampling ([`resize`]) bit for bit.
 //! - **Training**: [`TrainTransformConfig`] builds timm's `transforms_imagenet_train`
@@ -63,7 +64,7 @@ pub use augment::{
     ColorJitter, CropBox, ErasingMode, FlipAxis, RandomErasing, RandomFlip, RandomResizedCrop, TrainInterpolation,
     TrainTransform, TrainTransformConfig,
 };
-pub use dataset::{Dataset, Subset, SubsetSpec, read_class_list};
+pub use dataset::{Dataset, LabelledImages, Subset, SubsetSpec, read_class_list};
 pub use error::DataError;
 pub use fashion_scenes::{FashionScenesConfig, FashionScenesSummary, SplitSummary, generate_fashion_scenes};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};

@@ -58,7 +58,7 @@ impl Interpolation {
     }
 
     /// The name timm and Pillow use.
-    pub fn timm_name(self) -> &'static str {
+    pub const fn timm_name(self) -> &'static str {
         match self {
             Interpolation::Nearest => "nearest",
             Interpolation::Bilinear => "bilinear",

@@ -142,18 +142,21 @@ mod tests {
     use image::{Luma, Rgb, RgbImage};
 
     use super::*;
-    use crate::{LabelMap, SegTransformConfig};
+    use crate::{LabelMap, LabelledImages, SegTransformConfig};
 
     /// `n` examples of 12x10 (every third 10x12): image level and mask labels from the index.
     struct Scenes(usize);
 
-    impl SegDataset for Scenes {
+    impl LabelledImages for Scenes {
         fn len(&self) -> usize {
             self.0
         }
         fn classes(&self) -> &[String] {
             &[]
         }
+    }
+
+    impl SegDataset for Scenes {
         fn path(&self, _: usize) -> &Path {
             Path::new("scene.png")
         }

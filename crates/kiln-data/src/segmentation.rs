@@ -24,7 +24,7 @@ use image::{DynamicImage, GrayImage, RgbImage};
 
 use crate::folder::{has_image_extension, list_dir, read_text};
 use crate::load::{decode_bytes, read_image_file};
-use crate::{DataError, Rng, load_image};
+use crate::{DataError, LabelledImages, Rng, load_image};
 
 /// A segmentation mask: `[height, width]` class indices, [`IGNORE_INDEX`] where unlabelled.
 pub type LabelMap = GrayImage;
@@ -33,23 +33,7 @@ pub type LabelMap = GrayImage;
 pub const IGNORE_INDEX: u8 = 255;
 
 /// A segmentation data set the [`crate::SegLoader`] can read from several threads at once.
-pub trait SegDataset: Send + Sync {
-    /// Number of examples.
-    fn len(&self) -> usize;
-
-    /// Whether there are no examples.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Class names, indexed by label.
-    fn classes(&self) -> &[String];
-
-    /// Number of classes (labels `0..num_classes`; 255 is ignored).
-    fn num_classes(&self) -> usize {
-        self.classes().len()
-    }
-
+pub trait SegDataset: LabelledImages {
     /// The image file of example `index`, for messages and visualisation.
     ///
     /// # Panics
@@ -419,7 +403,7 @@ impl SegFolder {
     }
 }
 
-impl SegDataset for SegFolder {
+impl LabelledImages for SegFolder {
     fn len(&self) -> usize {
         self.samples.len()
     }
@@ -427,7 +411,9 @@ impl SegDataset for SegFolder {
     fn classes(&self) -> &[String] {
         &self.classes.names
     }
+}
 
+impl SegDataset for SegFolder {
     fn path(&self, index: usize) -> &Path {
         &self.samples[index].0
     }

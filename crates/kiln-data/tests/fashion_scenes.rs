@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{Scratch, shipped};
 use kiln_data::{
-    FashionScenesConfig, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset,
+    FashionScenesConfig, LabelledImages, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset,
     generate_fashion_scenes, load_luma_image,
 };
 

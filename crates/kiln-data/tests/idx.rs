@@ -4,7 +4,8 @@ mod common;
 
 use common::{Scratch, gzip, idx_bytes, shipped};
 use kiln_data::{
-    DataError, Dataset, FASHION_MNIST_CLASSES, FashionMnistSplit, IdxDataset, read_idx_images, read_idx_labels,
+    DataError, Dataset, FASHION_MNIST_CLASSES, FashionMnistSplit, IdxDataset, LabelledImages, read_idx_images,
+    read_idx_labels,
 };
 
 /// Three 2x3 images with pixel values `10 * image + position`, and their labels.

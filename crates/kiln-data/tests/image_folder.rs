@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Scratch, picture, save};
-use kiln_data::{DataError, Dataset, ImageFolder, Subset, SubsetSpec, read_class_list};
+use kiln_data::{DataError, Dataset, ImageFolder, LabelledImages, Subset, SubsetSpec, read_class_list};
 
 const WNIDS: [&str; 3] = ["n01440764", "n01443537", "n02102040"];
 

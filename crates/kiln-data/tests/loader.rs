@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{Scratch, picture, save, shipped};
 use kiln_data::{
-    Batch, DataLoader, Dataset, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, ImageTransform,
+    Batch, DataLoader, Dataset, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, ImageTransform, LabelledImages,
     LoaderConfig, LoaderPosition, MixKind, Mixup, Subset, SubsetSpec, TrainTransformConfig,
 };
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use common::{Scratch, save};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use kiln_data::{
-    DataError, IGNORE_INDEX, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset, read_stem_list,
+    DataError, IGNORE_INDEX, LabelledImages, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset,
+    read_stem_list,
 };
 
 /// Writes `images/<split>/<stem>.<ext>` (4x3, level = first mask label) and its mask.

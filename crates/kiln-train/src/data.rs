@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_data::{
-    CropMode, DataError, Dataset, ErasingMode, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation, LoaderConfig,
-    Mixup, RgbImage, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
+    CropMode, DataError, Dataset, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation,
+    LabelledImages, LoaderConfig, Mixup, RgbImage, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
 };
 
 use kiln_models::PretrainedCfg;
 
 use crate::config::ResolvedConfig;
-use crate::config::schema::{ClassList, DatasetKind, EraseMode};
+use crate::config::schema::{ClassList, DatasetKind};
 
 /// The two loaders of a classification run.
 pub struct ClassificationData {
@@ -75,16 +75,12 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
     train_transform.hflip = aug.hflip;
     train_transform.color_jitter = (aug.color_jitter > 0.0).then(|| kiln_data::ColorJitter::uniform(aug.color_jitter));
     train_transform.auto_augment = aug.auto_augment.clone();
-    train_transform.interpolation = kiln_data::TrainInterpolation::from_timm(&timm_name(&aug.interpolation))?;
+    train_transform.interpolation = aug.interpolation;
     train_transform.mean = mean;
     train_transform.std = std;
     train_transform.channels = channels;
     train_transform.re_prob = aug.reprob;
-    train_transform.re_mode = match aug.remode {
-        EraseMode::Const => ErasingMode::Const,
-        EraseMode::Rand => ErasingMode::Rand,
-        EraseMode::Pixel => ErasingMode::Pixel,
-    };
+    train_transform.re_mode = aug.remode;
     let crop_pct = aug.crop_pct.unwrap_or(cfg.pretrained_cfg.crop_pct);
     let eval_transform = eval_transform(&cfg.pretrained_cfg, [height, width], channels, crop_pct, mean, std)?;
 
@@ -140,13 +136,16 @@ struct Padded {
     side: usize,
 }
 
-impl Dataset for Padded {
+impl LabelledImages for Padded {
     fn len(&self) -> usize {
         self.inner.len()
     }
     fn classes(&self) -> &[String] {
         self.inner.classes()
     }
+}
+
+impl Dataset for Padded {
     fn label(&self, index: usize) -> usize {
         self.inner.label(index)
     }
@@ -161,9 +160,4 @@ impl Dataset for Padded {
         image::imageops::replace(&mut padded, &image, left as i64, top as i64);
         Ok((padded, label))
     }
-}
-
-/// A config enum's name as written in the TOML (its serde name), which is timm's name.
-fn timm_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }

@@ -6,22 +6,16 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use kiln_nn::resize_bilinear;
-use serde::{Deserialize, Serialize};
 
-/// How one image (at one scale) is passed through the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mode", deny_unknown_fields)]
-pub enum InferenceMode {
-    /// The whole image in one pass (mmseg `mode='whole'`).
-    Whole,
-    /// Windows of `crop_size` every `stride` pixels, their logits averaged where they overlap
-    /// (mmseg `mode='slide'`).
-    Slide {
-        /// `[height, width]` of a window.
-        crop_size: [usize; 2],
-        /// `[height, width]` step between windows.
-        stride: [usize; 2],
-    },
+/// mmseg's `mode='slide'`: windows of `crop_size` every `stride` pixels, their logits averaged
+/// where they overlap. Without one, the whole image goes through in one pass (`mode='whole'`);
+/// the config names the two as [`TestMode`](crate::config::TestMode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlideWindow {
+    /// `[height, width]` of a window.
+    pub crop_size: [usize; 2],
+    /// `[height, width]` step between windows.
+    pub stride: [usize; 2],
 }
 
 /// The top-left corners of mmseg's sliding windows along one axis: `max(len − crop + stride − 1,
@@ -36,15 +30,15 @@ fn window_starts(len: usize, crop: usize, stride: usize) -> Vec<(usize, usize)> 
         .collect()
 }
 
-/// Logits for `x` at its own size, by `mode`.
+/// Logits for `x` at its own size: by sliding `window`s, or else the whole image at once.
 ///
 /// # Shapes
 /// - `x`: `[batch, channels, H, W]`; `network` maps `[batch, channels, h, w]` to
 ///   `[batch, classes, h, w]` -> `[batch, classes, H, W]`
-pub fn infer(network: &impl Fn(Tensor<4>) -> Tensor<4>, x: Tensor<4>, mode: InferenceMode) -> Tensor<4> {
-    match mode {
-        InferenceMode::Whole => network(x),
-        InferenceMode::Slide { crop_size, stride } => slide(network, x, crop_size, stride),
+pub fn infer(network: &impl Fn(Tensor<4>) -> Tensor<4>, x: Tensor<4>, window: Option<SlideWindow>) -> Tensor<4> {
+    match window {
+        None => network(x),
+        Some(SlideWindow { crop_size, stride }) => slide(network, x, crop_size, stride),
     }
 }
 
@@ -78,7 +72,7 @@ fn slide(network: &impl Fn(Tensor<4>) -> Tensor<4>, x: Tensor<4>, crop_size: [us
 pub fn infer_tta(
     network: &impl Fn(Tensor<4>) -> Tensor<4>,
     x: Tensor<4>,
-    mode: InferenceMode,
+    window: Option<SlideWindow>,
     scales: &[f64],
     flip: bool,
 ) -> Tensor<4> {
@@ -90,7 +84,7 @@ pub fn infer_tta(
         let scaled = resize_bilinear(x.clone(), size);
         for mirrored in [false, true].into_iter().take(1 + flip as usize) {
             let input = if mirrored { scaled.clone().flip([3]) } else { scaled.clone() };
-            let mut logits = infer(network, input, mode);
+            let mut logits = infer(network, input, window);
             if mirrored {
                 logits = logits.flip([3]);
             }
@@ -137,8 +131,8 @@ mod tests {
             (x + mean).sum_dim(1).repeat_dim(1, 3) * weights.clone().expand([b, 3, h, w])
         };
         let x = random([2, 3, 9, 7]);
-        let whole = infer(&network, x.clone(), InferenceMode::Whole);
-        let slide = infer(&network, x, InferenceMode::Slide { crop_size: [16, 16], stride: [8, 8] });
+        let whole = infer(&network, x.clone(), None);
+        let slide = infer(&network, x, Some(SlideWindow { crop_size: [16, 16], stride: [8, 8] }));
         assert_eq!(max_abs_diff(whole, slide), 0.0);
     }
 
@@ -148,8 +142,8 @@ mod tests {
         // the overlaps must equal one pass; wrong offsets or counts would not
         let network = |x: Tensor<4>| x.clone().mul_scalar(2.0) + x.powf_scalar(2.0);
         let x = random([1, 2, 13, 10]);
-        let whole = infer(&network, x.clone(), InferenceMode::Whole);
-        let slide = infer(&network, x, InferenceMode::Slide { crop_size: [6, 4], stride: [4, 3] });
+        let whole = infer(&network, x.clone(), None);
+        let slide = infer(&network, x, Some(SlideWindow { crop_size: [6, 4], stride: [4, 3] }));
         assert!(max_abs_diff(whole, slide) < 1e-5);
     }
 
@@ -161,8 +155,8 @@ mod tests {
             x.clone().mean_dim(2).mean_dim(3).expand([b, c, h, w])
         };
         let x = random([1, 1, 8, 8]);
-        let whole = infer(&network, x.clone(), InferenceMode::Whole);
-        let slide = infer(&network, x, InferenceMode::Slide { crop_size: [4, 4], stride: [4, 4] });
+        let whole = infer(&network, x.clone(), None);
+        let slide = infer(&network, x, Some(SlideWindow { crop_size: [4, 4], stride: [4, 4] }));
         assert!(max_abs_diff(whole, slide) > 1e-3);
     }
 
@@ -171,7 +165,7 @@ mod tests {
         let network = |x: Tensor<4>| x.clone() * 3.0;
         let x = random([1, 4, 6, 6]);
         let single = softmax(network(x.clone()), 1);
-        let tta = infer_tta(&network, x, InferenceMode::Whole, &[1.0], true);
+        let tta = infer_tta(&network, x, None, &[1.0], true);
         assert!(max_abs_diff(single, tta) < 1e-6);
     }
 
@@ -179,7 +173,7 @@ mod tests {
     fn tta_averages_probabilities_over_scales_at_the_input_size() {
         let network = |x: Tensor<4>| x;
         let x = random([1, 3, 8, 8]);
-        let tta = infer_tta(&network, x.clone(), InferenceMode::Whole, &[0.5, 1.0], false);
+        let tta = infer_tta(&network, x.clone(), None, &[0.5, 1.0], false);
         assert_eq!(tta.dims(), [1, 3, 8, 8]);
         let expected = (softmax(resize_bilinear(resize_bilinear(x.clone(), [4, 4]), [8, 8]), 1) + softmax(x, 1)).div_scalar(2.0);
         assert!(max_abs_diff(expected, tta) < 1e-6);

@@ -48,10 +48,9 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Origin, Problem};
 pub use kiln_models::{ModelConfig, PretrainedCfg};
 pub use schema::{
-    AugmentationSection, BestMetric, CheckpointSection, ClassList, DataSection, DatasetKind, DecodeHeadName,
-    EraseMode, EvalSection, ExperimentConfig, GrayscaleMode, ImgSize, LoggingSection, ModelSection, OptimSection,
-    OptimizerName, ScheduleName, ScheduleSection, SegmentationSection, Task, TestMode, TrainInterpolation,
-    TrainSection,
+    AugmentationSection, BestMetric, CheckpointSection, ClassList, DataSection, DatasetKind, EvalSection,
+    ExperimentConfig, GrayscaleMode, ImgSize, LoggingSection, ModelSection, OptimSection, OptimizerName, ScheduleName,
+    ScheduleSection, SegmentationSection, Task, TestMode, TrainSection,
 };
 pub use tree::{Override, Provenance};
 

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use kiln_data::{ErasingMode, TrainInterpolation};
+use kiln_models::segment::HeadKind;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -278,10 +280,6 @@ impl DatasetKind {
     }
 }
 
-/// Fashion-MNIST's class names, in label order.
-pub const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
-
 /// A class subset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClassList {
@@ -359,7 +357,7 @@ pub struct AugmentationSection {
     /// Random-erasing probability (timm `--reprob`, default 0).
     pub reprob: f64,
     /// Random-erasing fill (timm `--remode`, default `pixel`).
-    pub remode: EraseMode,
+    pub remode: ErasingMode,
     /// Mixup alpha; mixup is on when > 0 (timm `--mixup`, default 0).
     pub mixup: f64,
     /// CutMix alpha; CutMix is on when > 0 (timm `--cutmix`, default 0).
@@ -392,7 +390,7 @@ impl Default for AugmentationSection {
             auto_augment: None,
             color_jitter: 0.4,
             reprob: 0.0,
-            remode: EraseMode::Pixel,
+            remode: ErasingMode::Pixel,
             mixup: 0.0,
             cutmix: 0.0,
             mixup_prob: 1.0,
@@ -403,38 +401,6 @@ impl Default for AugmentationSection {
             std: None,
         }
     }
-}
-
-/// Resize filter of the training crop, named as timm names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainInterpolation {
-    /// Bilinear or bicubic, drawn per image (timm's default).
-    Random,
-    /// Nearest neighbour.
-    Nearest,
-    /// Triangle filter.
-    Bilinear,
-    /// Cubic filter.
-    Bicubic,
-    /// Box (area) filter.
-    Box,
-    /// Hamming-windowed sinc.
-    Hamming,
-    /// Lanczos-3.
-    Lanczos,
-}
-
-/// How random erasing fills the erased box (timm's `--remode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EraseMode {
-    /// Zeros.
-    Const,
-    /// One random colour per box.
-    Rand,
-    /// Random noise per pixel.
-    Pixel,
 }
 
 /// `[optim]`: the optimiser.
@@ -680,7 +646,7 @@ impl Default for LoggingSection {
 #[serde(default, deny_unknown_fields)]
 pub struct SegmentationSection {
     /// `upernet` (pyramid pooling + FPN fusion) or `mlp` (SegFormer's lighter all-MLP head).
-    pub decode_head: DecodeHeadName,
+    pub decode_head: HeadKind,
     /// Channels inside the decode head (mmseg 512).
     pub channels: usize,
     /// UperNet's pyramid-pooling bins (mmseg `[1, 2, 3, 6]`).
@@ -733,7 +699,7 @@ pub struct SegmentationSection {
 impl Default for SegmentationSection {
     fn default() -> Self {
         Self {
-            decode_head: DecodeHeadName::Upernet,
+            decode_head: HeadKind::UperNet,
             channels: 512,
             pool_scales: vec![1, 2, 3, 6],
             dropout: 0.1,
@@ -756,17 +722,8 @@ impl Default for SegmentationSection {
     }
 }
 
-/// The decode head of a segmenter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecodeHeadName {
-    /// UperNet: pyramid pooling on the deepest map, FPN fusion of all of them.
-    Upernet,
-    /// SegFormer-style: each map projected, upsampled, concatenated and fused by 1x1 convs.
-    Mlp,
-}
-
-/// How an evaluation image passes through a segmenter.
+/// How an evaluation image passes through a segmenter; the trainer turns `slide` into the
+/// [`SlideWindow`](crate::seg_inference::SlideWindow) of `crop_size` and `test_stride`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TestMode {

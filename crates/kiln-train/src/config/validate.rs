@@ -2,11 +2,11 @@
 //! batch of 0, warm-up longer than training, a mean with the wrong number of channels). Every
 //! check reports through a [`Checker`], which knows where each key was set.
 
+use kiln_data::FASHION_MNIST_CLASSES;
+
 use super::error::{Origin, Problem};
 use super::model::ResolvedModel;
-use super::schema::{
-    ClassList, DatasetKind, ExperimentConfig, FASHION_MNIST_CLASSES, GrayscaleMode, OptimizerName, ScheduleName, Task,
-};
+use super::schema::{ClassList, DatasetKind, ExperimentConfig, GrayscaleMode, OptimizerName, ScheduleName, Task};
 use super::tree::Provenance;
 
 /// Collects [`Problem`]s, each located where its key was set.

@@ -12,18 +12,18 @@ use kiln_data::{
     DataError, EpochBatches, IGNORE_INDEX, Interpolation, LoaderConfig, LoaderPosition, SegBatch, SegClasses, SegDataset,
     SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig,
 };
-use kiln_models::segment::{AuxHeadConfig, HeadKind, LoadedSegmenter, Segmenter, SegmenterConfig};
+use kiln_models::segment::{AuxHeadConfig, LoadedSegmenter, Segmenter, SegmenterConfig};
 use kiln_models::{LayerOrdinal, ModelError, checkpoint};
 use serde::Serialize;
 
 use kiln_nn::resize_bilinear;
 
 use crate::config::ResolvedConfig;
-use crate::config::schema::{DecodeHeadName, TestMode};
+use crate::config::schema::TestMode;
 use crate::device::device;
 use crate::error::TrainError;
 use crate::network::Network;
-use crate::seg_inference::{InferenceMode, infer, infer_tta};
+use crate::seg_inference::{SlideWindow, infer, infer_tta};
 use crate::seg_metrics::{SegConfusion, SegMetrics};
 use crate::train_loop::{Evaluation, Task};
 
@@ -40,8 +40,8 @@ pub struct Segmentation {
 /// How evaluation passes an image through the segmenter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inference {
-    /// Whole image or sliding windows.
-    pub mode: InferenceMode,
+    /// Sliding windows, or `None` for the whole image at once.
+    pub slide: Option<SlideWindow>,
     /// Test-time scale factors; empty for one pass.
     pub tta_scales: Vec<f64>,
     /// Test-time mirror images.
@@ -104,17 +104,13 @@ pub fn experiment_classes(cfg: &ResolvedConfig) -> Result<SegClasses, DataError>
 /// The experiment's segmenter configuration for `num_classes` classes.
 pub fn segmenter_config(cfg: &ResolvedConfig, num_classes: usize) -> SegmenterConfig {
     let seg = &cfg.experiment.segmentation;
-    let head = match seg.decode_head {
-        DecodeHeadName::Upernet => HeadKind::UperNet,
-        DecodeHeadName::Mlp => HeadKind::Mlp,
-    };
     let aux = AuxHeadConfig::new()
         .with_enabled(seg.aux_head)
         .with_in_index(seg.aux_in_index)
         .with_channels(seg.aux_channels)
         .with_weight(seg.aux_weight);
     SegmenterConfig::new(cfg.model.clone(), num_classes)
-        .with_head(head)
+        .with_head(seg.decode_head)
         .with_channels(seg.channels)
         .with_pool_scales(seg.pool_scales.clone())
         .with_dropout(seg.dropout)
@@ -124,14 +120,14 @@ pub fn segmenter_config(cfg: &ResolvedConfig, num_classes: usize) -> SegmenterCo
 /// The evaluation settings of the experiment.
 pub fn experiment_inference(cfg: &ResolvedConfig) -> Inference {
     let seg = &cfg.experiment.segmentation;
-    let mode = match seg.test_mode {
-        TestMode::Whole => InferenceMode::Whole,
-        TestMode::Slide => InferenceMode::Slide {
+    let slide = match seg.test_mode {
+        TestMode::Whole => None,
+        TestMode::Slide => Some(SlideWindow {
             crop_size: seg.crop_size.expect("filled in by load").to_array(),
             stride: seg.test_stride.expect("filled in by load").to_array(),
-        },
+        }),
     };
-    Inference { mode, tta_scales: seg.tta_scales.clone(), tta_flip: seg.tta_flip }
+    Inference { slide, tta_scales: seg.tta_scales.clone(), tta_flip: seg.tta_flip }
 }
 
 /// One split of the experiment's data set.
@@ -332,10 +328,10 @@ pub fn predict_log_probs(module: &Segmenter, batch: &SegBatch, inference: &Infer
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
     let network = |x: Tensor<4>| module.forward(x);
     if inference.tta_scales.is_empty() && !inference.tta_flip {
-        log_softmax(resize_bilinear(infer(&network, x, inference.mode), size), 1)
+        log_softmax(resize_bilinear(infer(&network, x, inference.slide), size), 1)
     } else {
         let scales = if inference.tta_scales.is_empty() { vec![1.0] } else { inference.tta_scales.clone() };
-        resize_bilinear(infer_tta(&network, x, inference.mode, &scales, inference.tta_flip), size).clamp_min(1e-12).log()
+        resize_bilinear(infer_tta(&network, x, inference.slide, &scales, inference.tta_flip), size).clamp_min(1e-12).log()
     }
 }
 
@@ -411,10 +407,10 @@ mod tests {
         let config = SegmenterConfig::new(backbone, 5).with_channels(8).with_aux(AuxHeadConfig::new().with_channels(8));
         let net = config.init(&device).unwrap().valid();
         let batch = batch(&device);
-        let whole = Inference { mode: InferenceMode::Whole, tta_scales: Vec::new(), tta_flip: false };
+        let whole = Inference { slide: None, tta_scales: Vec::new(), tta_flip: false };
         let expected = predict_log_probs(&net, &batch, &whole, [16, 16], &device);
         for (crop_size, stride) in [([16, 16], [8, 8]), ([24, 32], [16, 16])] {
-            let slide = Inference { mode: InferenceMode::Slide { crop_size, stride }, ..whole.clone() };
+            let slide = Inference { slide: Some(SlideWindow { crop_size, stride }), ..whole.clone() };
             let got = predict_log_probs(&net, &batch, &slide, [16, 16], &device);
             let diff = (got - expected.clone()).abs().max().into_scalar::<f32>();
             assert_eq!(diff, 0.0, "crop {crop_size:?}");
