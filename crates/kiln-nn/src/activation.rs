@@ -44,7 +44,7 @@ mod tests {
     use burn::tensor::activation::gelu_approximate;
 
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
 
 
     /// Against burn's plain-op formula, forward and backward, from the far tails through zero.

@@ -867,7 +867,7 @@ mod tests {
     /// of its large terms, and the two sides sum in different orders.
     fn assert_close<const D: usize>(got: Tensor<D>, want: Tensor<D>, what: &str) {
         assert_eq!(got.dims(), want.dims(), "{what}: shape");
-        let (got, want) = (crate::test_values(got), crate::test_values(want));
+        let (got, want) = (crate::testing::test_values(got), crate::testing::test_values(want));
         let scale = want.iter().fold(1.0f32, |m, w| m.max(w.abs()));
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!((g - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(), "{what}[{i}]: fused {g}, plain {w}");

@@ -25,6 +25,8 @@ pub mod patch;
 pub mod pool;
 pub mod relative_position;
 pub mod resize;
+#[cfg(test)]
+mod testing;
 pub mod window;
 pub mod window_attention;
 
@@ -49,9 +51,3 @@ pub use relative_position::{
 pub use resize::{adaptive_avg_pool, resize_bilinear};
 pub use window::{grid_partition, grid_reverse, shifted_window_mask, window_partition, window_reverse};
 pub use window_attention::{WindowAttention, WindowAttentionConfig, multi_head_attention};
-
-/// A tensor's values as `f32`, for the unit tests.
-#[cfg(test)]
-pub(crate) fn test_values<const D: usize>(t: burn::prelude::Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}

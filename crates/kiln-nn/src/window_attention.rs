@@ -252,8 +252,8 @@ mod tests {
                     attention_graph(qkv.clone(), heads, scale, used_bias, mask, &drop)
                 };
                 let grads = (out.clone() * copy(&upstream, &tracked)).sum().backward();
-                let bias_grad = bias.grad(&grads).map(crate::test_values);
-                (crate::test_values(out), crate::test_values(qkv.grad(&grads).unwrap()), bias_grad)
+                let bias_grad = bias.grad(&grads).map(crate::testing::test_values);
+                (crate::testing::test_values(out), crate::testing::test_values(qkv.grad(&grads).unwrap()), bias_grad)
             };
             let ((out, dqkv, dbias), (graph_out, graph_dqkv, graph_dbias)) = (run(true), run(false));
             close(&format!("{what}: output"), out.clone(), graph_out);
@@ -265,7 +265,7 @@ mod tests {
             // without autodiff: the same kernel, no probabilities kept
             let mask = with_mask.then(|| mask.clone());
             let inference = window_attention(qkv.clone(), heads, (head_dim as f64).powf(-0.5), with_bias.then(|| bias.clone()), mask);
-            close(&format!("{what}: inference"), crate::test_values(inference), out);
+            close(&format!("{what}: inference"), crate::testing::test_values(inference), out);
         }
     }
 
