@@ -7,7 +7,7 @@
 //! ops, each keeping its operands alive for the backward pass. Attention over many small windows
 //! and a layer norm before every attention and MLP make that a large share of a training step.
 //! Here each op is one node: the forward is burn-flex's own fused kernel, the backward one pass
-//! over rows. Window attention ([`window_attention`], kernels in `attention_kernel`) keeps only
+//! over rows. Window attention ([`window_attention`], kernels in `kernels::attention`) keeps only
 //! the qkv projection and the probabilities for its backward pass. All are added through burn's
 //! backend-extension mechanism; on any other backend (wgpu) or dtype, callers take burn's ops.
 
@@ -25,10 +25,10 @@ use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::attention_kernel::{self, AttentionShape, Isa};
-use crate::blas;
-use crate::depthwise_kernel::{self, DepthwiseShape};
-use crate::math::{SimdKernel, add_partials, dot, erf, exp, sigmoid, sum, widest_simd};
+use crate::kernels::attention::{self as attention_kernel, AttentionShape};
+use crate::kernels::blas;
+use crate::kernels::depthwise::{self as depthwise_kernel, DepthwiseShape};
+use crate::kernels::simd::{Isa, SimdKernel, add_partials, dot, erf, exp, sigmoid, sum, widest_simd};
 
 /// Softmax over the last axis: one autodiff node on burn-flex, burn's `softmax` elsewhere.
 ///

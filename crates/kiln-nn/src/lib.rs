@@ -5,19 +5,16 @@
 //! to dense heads are channels-first (`[batch, channels, height, width]`).
 
 pub mod activation;
-mod attention_kernel;
-mod blas;
 pub mod channel_attention;
 pub mod conv_module;
 pub mod conv_pos_enc;
 pub mod conv_stem;
 pub mod cross_attention;
-mod depthwise_kernel;
 pub mod drop_path;
 pub mod fused;
 pub mod head;
 pub mod init;
-mod math;
+mod kernels;
 pub mod mbconv;
 pub mod mlp;
 pub mod norm;

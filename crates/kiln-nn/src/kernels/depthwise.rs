@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::add_partials;
+use super::simd::{add_partials, dot};
 
 /// Shape of one call; padding as `[top, bottom, left, right]`.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +116,7 @@ pub(crate) fn backward(s: DepthwiseShape, x: &[f32], weight: &[f32], dout: &[f32
                             let mut dw = 0.0f32;
                             if stride == 1 {
                                 let (dy, xs, dxs) = (&dy_row[lo..hi], &in_row[iw..iw + hi - lo], &mut dx_row[iw..iw + hi - lo]);
-                                dw += crate::math::dot(dy, xs);
+                                dw += dot(dy, xs);
                                 for (d, &g) in dxs.iter_mut().zip(dy) {
                                     *d += wv * g;
                                 }

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::math::{add_partials, dot, exp};
+use super::simd::{Isa, add_partials, dot, exp};
 
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -299,47 +299,6 @@ fn backward_window<K: RowBlock>(s: &AttentionShape, scale: f32, qkv: &[f32], pro
         pack(q, 3 * c, n, d, &mut buf.panel, dp);
         matmul::<K>(&buf.square, 1, np, n, n, &buf.panel, dp, &mut buf.out);
         unpack(&buf.out, dp, n, d, &mut dqkv[c + h * d..], 3 * c);
-    }
-}
-
-/// Which compiled form of the kernels runs: the widest this CPU has.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-impl Isa {
-    pub(crate) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    }
-
-    /// Every form this CPU can run (for tests).
-    #[cfg(test)]
-    pub(crate) fn all_available() -> Vec<Self> {
-        let mut all = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                all.push(Isa::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                all.push(Isa::Avx512);
-            }
-        }
-        all
     }
 }
 
