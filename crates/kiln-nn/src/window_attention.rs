@@ -218,9 +218,9 @@ mod tests {
     }
 
     /// The kernel (with and without autodiff, in the widest form this CPU has; the forms agree
-    /// with each other in `attention_kernel`'s tests) against the op-by-op graph: outputs, and the
-    /// gradients of qkv and of the bias, with and without bias and shifted-window mask. Shapes:
-    /// a window of 9 tokens (not a multiple of the kernel's blocks), a head of 5 channels.
+    /// with each other in `kernels::attention`'s tests) against the op-by-op graph: outputs, and
+    /// the gradients of qkv and of the bias, with and without bias and shifted-window mask.
+    /// Shapes: a window of 9 tokens (not a multiple of the kernel's blocks), a head of 5 channels.
     #[test]
     fn kernel_equals_the_op_by_op_graph_forward_and_backward() {
         let (plain, tracked) = (Device::flex(), Device::flex().autodiff());
