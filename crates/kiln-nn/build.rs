@@ -2,8 +2,6 @@
 //! libopenblas-dev`) and sets `cfg(kiln_openblas)`; without it Kiln's matrix products stay on
 //! burn-flex's gemm. `KILN_BLAS=0` at build time leaves OpenBLAS out even when it is there.
 
-use std::process::Command;
-
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(kiln_openblas)");
     println!("cargo::rerun-if-env-changed=KILN_BLAS");
@@ -11,24 +9,13 @@ fn main() {
     if std::env::var("KILN_BLAS").as_deref() == Ok("0") {
         return;
     }
-    let libs = Command::new("pkg-config").args(["--libs", "openblas"]).output();
-    let libs = match libs {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-        _ => {
-            println!(
-                "cargo::warning=OpenBLAS not found by pkg-config: matrix products use burn-flex's gemm \
-                 (about two thirds of OpenBLAS's speed). `apt-get install libopenblas-dev pkg-config`, then \
-                 `cargo clean -p kiln-nn`, to link it."
-            );
-            return;
-        }
-    };
-    for flag in libs.split_whitespace() {
-        if let Some(dir) = flag.strip_prefix("-L") {
-            println!("cargo::rustc-link-search=native={dir}");
-        } else if let Some(lib) = flag.strip_prefix("-l") {
-            println!("cargo::rustc-link-lib={lib}");
-        }
+    // the pkg-config crate prints the link search paths and libraries when it finds the library
+    match pkg_config::Config::new().cargo_metadata(true).probe("openblas") {
+        Ok(_) => println!("cargo::rustc-cfg=kiln_openblas"),
+        Err(_) => println!(
+            "cargo::warning=OpenBLAS not found by pkg-config: matrix products use burn-flex's gemm \
+             (about two thirds of OpenBLAS's speed). `apt-get install libopenblas-dev pkg-config`, then \
+             `cargo clean -p kiln-nn`, to link it."
+        ),
     }
-    println!("cargo::rustc-cfg=kiln_openblas");
 }

@@ -77,7 +77,7 @@ impl ChannelGroupAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
     use burn::module::Param;
     use burn::tensor::Distribution;
 

@@ -106,7 +106,7 @@ impl Dropout2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
 
     #[test]
     fn keeps_the_size_and_applies_bn_then_relu() {

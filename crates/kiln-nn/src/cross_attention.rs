@@ -153,7 +153,7 @@ impl CrossAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
     use burn::tensor::Distribution;
 
 

@@ -5,19 +5,16 @@
 //! to dense heads are channels-first (`[batch, channels, height, width]`).
 
 pub mod activation;
-mod attention_kernel;
-mod blas;
 pub mod channel_attention;
 pub mod conv_module;
 pub mod conv_pos_enc;
 pub mod conv_stem;
 pub mod cross_attention;
-mod depthwise_kernel;
 pub mod drop_path;
 pub mod fused;
 pub mod head;
 pub mod init;
-mod math;
+mod kernels;
 pub mod mbconv;
 pub mod mlp;
 pub mod norm;
@@ -25,6 +22,8 @@ pub mod patch;
 pub mod pool;
 pub mod relative_position;
 pub mod resize;
+#[cfg(test)]
+mod testing;
 pub mod window;
 pub mod window_attention;
 
@@ -49,9 +48,3 @@ pub use relative_position::{
 pub use resize::{adaptive_avg_pool, resize_bilinear};
 pub use window::{grid_partition, grid_reverse, shifted_window_mask, window_partition, window_reverse};
 pub use window_attention::{WindowAttention, WindowAttentionConfig, multi_head_attention};
-
-/// A tensor's values as `f32`, for the unit tests.
-#[cfg(test)]
-pub(crate) fn test_values<const D: usize>(t: burn::prelude::Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}

@@ -274,7 +274,7 @@ impl MbConvBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
     use burn::module::Param;
 
 

@@ -133,7 +133,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
 
     #[test]
     fn normalises_each_pixel_over_channels() {

@@ -45,7 +45,7 @@ pub fn max_pool_pyramid(x: Tensor<4>, levels: usize, factor: usize) -> Vec<Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
 
 
     #[test]

@@ -39,7 +39,7 @@ pub fn adaptive_avg_pool(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as values;
+    use crate::testing::test_values as values;
     use burn::tensor::Distribution;
 
     #[test]

@@ -218,9 +218,9 @@ mod tests {
     }
 
     /// The kernel (with and without autodiff, in the widest form this CPU has; the forms agree
-    /// with each other in `attention_kernel`'s tests) against the op-by-op graph: outputs, and the
-    /// gradients of qkv and of the bias, with and without bias and shifted-window mask. Shapes:
-    /// a window of 9 tokens (not a multiple of the kernel's blocks), a head of 5 channels.
+    /// with each other in `kernels::attention`'s tests) against the op-by-op graph: outputs, and
+    /// the gradients of qkv and of the bias, with and without bias and shifted-window mask.
+    /// Shapes: a window of 9 tokens (not a multiple of the kernel's blocks), a head of 5 channels.
     #[test]
     fn kernel_equals_the_op_by_op_graph_forward_and_backward() {
         let (plain, tracked) = (Device::flex(), Device::flex().autodiff());
@@ -252,8 +252,8 @@ mod tests {
                     attention_graph(qkv.clone(), heads, scale, used_bias, mask, &drop)
                 };
                 let grads = (out.clone() * copy(&upstream, &tracked)).sum().backward();
-                let bias_grad = bias.grad(&grads).map(crate::test_values);
-                (crate::test_values(out), crate::test_values(qkv.grad(&grads).unwrap()), bias_grad)
+                let bias_grad = bias.grad(&grads).map(crate::testing::test_values);
+                (crate::testing::test_values(out), crate::testing::test_values(qkv.grad(&grads).unwrap()), bias_grad)
             };
             let ((out, dqkv, dbias), (graph_out, graph_dqkv, graph_dbias)) = (run(true), run(false));
             close(&format!("{what}: output"), out.clone(), graph_out);
@@ -265,7 +265,7 @@ mod tests {
             // without autodiff: the same kernel, no probabilities kept
             let mask = with_mask.then(|| mask.clone());
             let inference = window_attention(qkv.clone(), heads, (head_dim as f64).powf(-0.5), with_bias.then(|| bias.clone()), mask);
-            close(&format!("{what}: inference"), crate::test_values(inference), out);
+            close(&format!("{what}: inference"), crate::testing::test_values(inference), out);
         }
     }
 

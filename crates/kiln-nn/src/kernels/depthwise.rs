@@ -5,10 +5,22 @@
 //! feeding it, and the backward pass goes through a transposed convolution of the same shape.
 //! In MaxViT's MBConv blocks that was about half of a training step. Here each output row is a
 //! sum of a few shifted input rows times a weight: contiguous loops that vectorise at stride 1.
+//! DaViT's channels-last maps have their own form ([`forward_channels_last`]), so they need no
+//! permute copies. On burn-flex tensors ([`flex`], [`autodiff`]) either is one autodiff node.
 
+use burn::backend::Flex;
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::prelude::*;
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::math::add_partials;
+use super::simd::{add_partials, dot};
+use super::tensor::f32_tensor;
 
 /// Shape of one call; padding as `[top, bottom, left, right]`.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +128,7 @@ pub(crate) fn backward(s: DepthwiseShape, x: &[f32], weight: &[f32], dout: &[f32
                             let mut dw = 0.0f32;
                             if stride == 1 {
                                 let (dy, xs, dxs) = (&dy_row[lo..hi], &in_row[iw..iw + hi - lo], &mut dx_row[iw..iw + hi - lo]);
-                                dw += crate::math::dot(dy, xs);
+                                dw += dot(dy, xs);
                                 for (d, &g) in dxs.iter_mut().zip(dy) {
                                     *d += wv * g;
                                 }
@@ -216,6 +228,101 @@ pub(crate) fn backward_channels_last(s: DepthwiseShape, x: &[f32], taps: &[f32],
 
 /// Output rows summed by one task of [`backward_channels_last`].
 const ROWS_PER_TASK: usize = 16;
+
+/// The depthwise convolution's output, and what its backward pass keeps: the shape and the
+/// contiguous input, weight and bias.
+fn depthwise_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4], channels_last: bool) -> (FlexTensor, DepthwiseState) {
+    let (dims, w) = (x.layout().shape().clone(), weight.layout().shape().clone());
+    let [batch, height, width, channels] = if channels_last { [dims[0], dims[1], dims[2], dims[3]] } else { [dims[0], dims[2], dims[3], dims[1]] };
+    let shape = DepthwiseShape { batch, channels, height, width, kernel: [w[2], w[3]], stride, padding };
+    let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let out = if channels_last {
+        let out = forward_channels_last(shape, x.storage(), &taps(&weight), bias.storage());
+        FlexTensor::from_data(TensorData::new(out, [batch, oh, ow, channels]))
+    } else {
+        let out = forward(shape, x.storage(), weight.storage(), bias.storage());
+        FlexTensor::from_data(TensorData::new(out, [batch, channels, oh, ow]))
+    };
+    (out, DepthwiseState { shape, channels_last, x, weight, bias })
+}
+
+/// The depthwise convolution on burn-flex tensors, channels-first or channels-last.
+pub(super) fn flex(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: [usize; 2], padding: [usize; 4], channels_last: bool) -> FlexTensor {
+    depthwise_forward(x, weight, bias, stride, padding, channels_last).0
+}
+
+/// [`flex`] as one autodiff node whose backward pass is [`DepthwiseBackward`].
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    bias: FloatTensor<Autodiff<Flex, C>>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+    channels_last: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (out, state) = depthwise_forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding, channels_last);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(flex(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+            stride,
+            padding,
+            channels_last,
+        )),
+    }
+}
+
+/// A depthwise weight `[C, 1, kh, kw]` tap-major, `[kh·kw, C]`, as the channels-last kernel reads it.
+fn taps(weight: &FlexTensor) -> Vec<f32> {
+    transpose(weight.storage(), weight.layout().shape()[0])
+}
+
+/// A row-major `[rows, len / rows]` matrix transposed.
+fn transpose(values: &[f32], rows: usize) -> Vec<f32> {
+    let cols = values.len() / rows;
+    (0..cols).flat_map(|j| (0..rows).map(move |i| values[i * cols + j])).collect()
+}
+
+/// What the depthwise convolution's backward pass keeps: the shape, the layout and the
+/// contiguous input, weight and bias.
+#[derive(Clone, Debug)]
+struct DepthwiseState {
+    shape: DepthwiseShape,
+    channels_last: bool,
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+}
+
+/// Keeps the input and the weights (and the bias, for its shape).
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 3> for DepthwiseBackward {
+    type State = DepthwiseState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let DepthwiseState { shape, channels_last, x, weight, bias } = ops.state;
+        let (dx, dw, db) = if channels_last {
+            let (dx, dtaps, db) = backward_channels_last(shape, x.storage(), &taps(&weight), grad.storage());
+            (dx, transpose(&dtaps, shape.kernel[0] * shape.kernel[1]), db)
+        } else {
+            backward(shape, x.storage(), weight.storage(), grad.storage())
+        };
+        for (node, g, like) in [(x_node, dx, &x), (weight_node, dw, &weight), (bias_node, db, &bias)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, f32_tensor(g, like));
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,10 +8,23 @@
 //! logits live in a small buffer that stays in cache, and the output is written head by head into
 //! its place. The products are small register-blocked kernels, compiled for AVX-512 and AVX2 and
 //! chosen at run time, with a portable fallback.
+//!
+//! On burn-flex tensors ([`flex`], [`autodiff`]) it is one autodiff node that keeps only the qkv
+//! projection and the probabilities for its backward pass.
 
+use burn::backend::Flex;
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::prelude::*;
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::math::{add_partials, dot, exp};
+use super::simd::{Isa, add_partials, dot, exp};
+use super::tensor::f32_tensor;
 
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -302,47 +315,6 @@ fn backward_window<K: RowBlock>(s: &AttentionShape, scale: f32, qkv: &[f32], pro
     }
 }
 
-/// Which compiled form of the kernels runs: the widest this CPU has.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-impl Isa {
-    pub(crate) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    }
-
-    /// Every form this CPU can run (for tests).
-    #[cfg(test)]
-    pub(crate) fn all_available() -> Vec<Self> {
-        let mut all = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                all.push(Isa::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                all.push(Isa::Avx512);
-            }
-        }
-        all
-    }
-}
-
 /// A per-window function compiled once per [`Isa`]: the whole window (packing, softmax, the
 /// products) is built with that instruction set enabled, so its loops vectorise to it too.
 macro_rules! per_isa {
@@ -427,6 +399,79 @@ pub(crate) fn backward(isa: Isa, s: AttentionShape, scale: f32, qkv: &[f32], pro
         (a, b) => a.or(b),
     });
     (dqkv, dbias)
+}
+
+/// The window attention's output, and what its backward pass keeps (probabilities only when
+/// `keep_probs`).
+fn attention_forward(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f32, keep_probs: bool) -> (FlexTensor, AttentionShape, FlexTensor, Option<Vec<f32>>) {
+    let (dims, mask_dims) = (qkv.layout().shape().clone(), mask.layout().shape().clone());
+    let shape = AttentionShape { windows: dims[0], tokens: dims[1], heads, head_dim: dims[2] / 3 / heads, mask_windows: mask_dims[0] };
+    let (qkv, bias, mask) = (qkv.to_contiguous(), bias.to_contiguous(), mask.to_contiguous());
+    let (out, probs) = forward(Isa::detect(), shape, scale, qkv.storage(), bias.storage(), mask.storage(), keep_probs);
+    let out = FlexTensor::from_data(TensorData::new(out, [shape.windows, shape.tokens, shape.heads * shape.head_dim]));
+    (out, shape, qkv, probs)
+}
+
+/// The window attention on burn-flex tensors, no probabilities kept.
+pub(super) fn flex(qkv: FlexTensor, bias: FlexTensor, mask: FlexTensor, heads: usize, scale: f64) -> FlexTensor {
+    attention_forward(qkv, bias, mask, heads, scale as f32, false).0
+}
+
+/// [`attention_forward`] as one autodiff node keeping the probabilities for
+/// [`WindowAttentionBackward`].
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    qkv: FloatTensor<Autodiff<Flex, C>>,
+    bias: FloatTensor<Autodiff<Flex, C>>,
+    mask: FloatTensor<Autodiff<Flex, C>>,
+    heads: usize,
+    scale: f64,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match WindowAttentionBackward.prepare::<C>([qkv.node(), bias.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let scale = scale as f32;
+            let (out, shape, qkv, probs) = attention_forward(qkv.into_primitive(), bias.into_primitive(), mask.into_primitive(), heads, scale, true);
+            let probs = probs.expect("probabilities kept for the backward pass");
+            prep.finish(AttentionState { shape, scale, qkv, probs }, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(flex(
+            qkv.into_primitive(),
+            bias.into_primitive(),
+            mask.into_primitive(),
+            heads,
+            scale,
+        )),
+    }
+}
+
+/// What the attention's backward pass needs: the qkv projection and the probabilities.
+#[derive(Clone, Debug)]
+struct AttentionState {
+    shape: AttentionShape,
+    scale: f32,
+    qkv: FlexTensor,
+    probs: Vec<f32>,
+}
+
+/// Gradients of qkv and of the bias (the mask is a constant).
+#[derive(Debug)]
+struct WindowAttentionBackward;
+
+impl Backward<Flex, 2> for WindowAttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [qkv_node, bias_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let AttentionState { shape, scale, qkv, probs } = ops.state;
+        let (dqkv, dbias) = backward(Isa::detect(), shape, scale, qkv.storage(), &probs, grad.storage(), bias_node.is_some());
+        if let Some(node) = qkv_node {
+            grads.register::<Flex>(node.id, f32_tensor(dqkv, &qkv));
+        }
+        if let (Some(node), Some(dbias)) = (bias_node, dbias) {
+            let dims = [shape.heads, shape.tokens, shape.tokens];
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dbias, dims)));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Batched single-precision matrix products through the system's OpenBLAS, when `build.rs`
-//! linked it (`cfg(kiln_openblas)`).
+//! linked it (`cfg(kiln_openblas)`), called through `cblas-sys`'s declarations.
 //!
 //! On a 2-core Zen 4 its sgemm runs at 240 GFLOP/s on a Swin-T MLP product against 153 for the
 //! `gemm` crate inside burn-flex, and matrix products are most of a training step. OpenBLAS runs
@@ -142,27 +142,10 @@ impl OutPtr {
 /// `c` must point at `a.rows` rows of `ldc` writable floats with `b.cols ≤ ldc`.
 #[cfg(kiln_openblas)]
 unsafe fn sgemm(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, c: *mut f32, ldc: usize, beta: f32) {
+    use cblas_sys::{CBLAS_LAYOUT, CBLAS_TRANSPOSE, cblas_sgemm};
     use std::ffi::c_int;
-    const ROW_MAJOR: c_int = 101;
-    const NO_TRANS: c_int = 111;
-    const TRANS: c_int = 112;
+    // OpenBLAS's own, not part of the CBLAS interface that cblas-sys declares
     unsafe extern "C" {
-        fn cblas_sgemm(
-            layout: c_int,
-            trans_a: c_int,
-            trans_b: c_int,
-            m: c_int,
-            n: c_int,
-            k: c_int,
-            alpha: f32,
-            a: *const f32,
-            lda: c_int,
-            b: *const f32,
-            ldb: c_int,
-            beta: f32,
-            c: *mut f32,
-            ldc: c_int,
-        );
         fn openblas_set_num_threads(threads: c_int);
     }
     static SINGLE_THREADED: std::sync::Once = std::sync::Once::new();
@@ -171,11 +154,11 @@ unsafe fn sgemm(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, c: *mut f3
     let (ta, lda) = av.blas_layout().expect("a BLAS-readable left operand");
     let (tb, ldb) = bv.blas_layout().expect("a BLAS-readable right operand");
     let int = |v: usize| c_int::try_from(v).expect("a matrix dimension within OpenBLAS's 32-bit indices");
-    let flag = |t: bool| if t { TRANS } else { NO_TRANS };
+    let flag = |t: bool| if t { CBLAS_TRANSPOSE::CblasTrans } else { CBLAS_TRANSPOSE::CblasNoTrans };
     let (a_ptr, b_ptr) = (a[av.offset..].as_ptr(), b[bv.offset..].as_ptr());
     // SAFETY: the views lie inside `a` and `b` (checked by the callers' shapes); `c` per contract
     unsafe {
-        cblas_sgemm(ROW_MAJOR, flag(ta), flag(tb), int(av.rows), int(bv.cols), int(av.cols), 1.0, a_ptr, int(lda), b_ptr, int(ldb), beta, c, int(ldc))
+        cblas_sgemm(CBLAS_LAYOUT::CblasRowMajor, flag(ta), flag(tb), int(av.rows), int(bv.cols), int(av.cols), 1.0, a_ptr, int(lda), b_ptr, int(ldb), beta, c, int(ldc))
     };
 }
 

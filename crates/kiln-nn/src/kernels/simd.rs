@@ -1,4 +1,47 @@
-//! Scalar functions written so loops over them vectorise: no library calls, no branches.
+//! The vector instruction sets the kernels are compiled for, chosen at run time ([`Isa`],
+//! [`widest_simd`]), and scalar functions written so loops over them vectorise: no library calls,
+//! no branches.
+
+/// Which compiled form of the kernels runs: the widest this CPU has.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every form this CPU can run (for tests).
+    #[cfg(test)]
+    pub(crate) fn all_available() -> Vec<Self> {
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                all.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                all.push(Isa::Avx512);
+            }
+        }
+        all
+    }
+}
 
 /// `eˣ` to about one part in 10⁷: `eˣ = 2ⁿ·eʳ` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` in a
 /// degree-6 polynomial. Inputs are clamped to [−87, 88], so below −87 (masked logits) it gives
@@ -53,7 +96,6 @@ pub(crate) trait SimdKernel {
 pub(crate) fn widest_simd<K: SimdKernel>(kernel: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::attention_kernel::Isa;
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn avx512<K: SimdKernel>(kernel: K) -> K::Output {
             kernel.run()
