@@ -197,7 +197,7 @@ impl Dataset for Subset {
 /// line; [`DataError::EmptyDataset`] for a file that lists nothing.
 pub fn read_class_list(path: impl AsRef<Path>) -> Result<Vec<String>, DataError> {
     let path = path.as_ref();
-    let text = crate::folder::read_text(path, "class list")?;
+    let text = crate::load::read_text(path, "class list")?;
     let mut classes: Vec<String> = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
+use crate::load::read_text;
 use crate::{DataError, Dataset, LabelledImages, load_image};
 
 /// Extensions of the files an image folder lists (compared case-insensitively).
@@ -240,14 +241,6 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
         }
     }
     Ok(())
-}
-
-/// Reads a UTF-8 text file, naming it as `what` if it is missing.
-pub(crate) fn read_text(path: &Path, what: &'static str) -> Result<String, DataError> {
-    std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        ErrorKind::NotFound => DataError::MissingPath { path: path.to_path_buf(), what },
-        _ => DataError::Io { path: path.to_path_buf(), source },
-    })
 }
 
 /// File name (or stem) to label, from either labels-file format.

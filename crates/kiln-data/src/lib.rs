@@ -58,11 +58,12 @@ mod rng;
 mod seg_loader;
 mod seg_transform;
 mod segmentation;
+mod train_interpolation;
 mod transform;
 
 pub use augment::{
-    ColorJitter, CropBox, ErasingMode, FlipAxis, RandomErasing, RandomFlip, RandomResizedCrop, TrainInterpolation,
-    TrainTransform, TrainTransformConfig,
+    ColorJitter, CropBox, ErasingMode, FlipAxis, RandomErasing, RandomFlip, RandomResizedCrop, TrainTransform,
+    TrainTransformConfig,
 };
 pub use dataset::{Dataset, LabelledImages, Subset, SubsetSpec, read_class_list};
 pub use error::DataError;
@@ -86,6 +87,7 @@ pub use segmentation::{
     IGNORE_INDEX, LabelMap, SegClasses, SegDataset, SegFolder, SegFolderConfig, SegSplit, SegSubset, read_stem_list,
     reduce_zero_label,
 };
+pub use train_interpolation::TrainInterpolation;
 pub use transform::{
     CropMode, EvalTransform, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, ImageTransform, center_crop,
     to_normalized_tensor,

@@ -146,3 +146,11 @@ mod tests {
         assert_eq!(to_rgb(DynamicImage::ImageRgb32F(float)).into_raw(), vec![0, 128, 255]);
     }
 }
+
+/// Reads a UTF-8 text file, naming it as `what` if it is missing.
+pub(crate) fn read_text(path: &Path, what: &'static str) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        ErrorKind::NotFound => DataError::MissingPath { path: path.to_path_buf(), what },
+        _ => DataError::Io { path: path.to_path_buf(), source },
+    })
+}

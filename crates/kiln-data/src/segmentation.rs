@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, GrayImage, RgbImage};
 
-use crate::folder::{has_image_extension, list_dir, read_text};
+use crate::folder::{has_image_extension, list_dir};
+use crate::load::read_text;
 use crate::load::{decode_bytes, read_image_file};
 use crate::{DataError, LabelledImages, Rng, load_image};
 

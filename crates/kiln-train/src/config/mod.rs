@@ -30,6 +30,7 @@
 //! Sections: `task`, `[model]`, `[data]`, `[augmentation]`, `[optim]`, `[schedule]`, `[train]`,
 //! `[eval]`, `[checkpoint]`, `[logging]`, and `[segmentation]` for `task = "segmentation"`; see [`schema`] for every key and its (timm) default.
 
+mod checker;
 mod error;
 mod model;
 pub mod schema;
@@ -55,7 +56,8 @@ pub use schema::{
 pub use tree::{Override, Provenance};
 
 use model::{ResolvedModel, resolve_model};
-use validate::{Checker, check_experiment, known_class_count};
+use checker::Checker;
+use validate::{check_experiment, known_class_count};
 
 /// File name of the resolved configuration inside a run directory.
 pub const RESOLVED_CONFIG_FILE: &str = "config.toml";

@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json};
 
 use super::error::closest;
 use super::schema::ModelSection;
-use super::validate::Checker;
+use super::checker::Checker;
 
 /// `[model]` keys with a dedicated place in the section; `[model.arch]` may not set them.
 const DEDICATED_FIELDS: [&str; 5] = ["num_classes", "in_chans", "img_size", "drop_path_rate", "drop_rate"];
