@@ -6,15 +6,15 @@ pub mod atlas;
 pub mod checkpoint;
 pub mod davit;
 pub mod error;
+pub mod heads;
 pub mod maxvit;
 pub mod registry;
 pub mod segment;
 pub mod swin;
-pub mod upernet;
 
 pub use backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_ids};
 pub use checkpoint::LoadReport;
 pub use segment::{AuxHeadConfig, DecodeHead, HeadKind, LoadedSegmenter, Segmenter, SegmenterConfig, SegmenterOutput};
-pub use upernet::{FcnHead, FcnHeadConfig, MlpHead, MlpHeadConfig, UperHead, UperHeadConfig};
+pub use heads::{FcnHead, FcnHeadConfig, MlpHead, MlpHeadConfig, UperHead, UperHeadConfig};
 pub use error::ModelError;
 pub use registry::{LoadedModel, Model, ModelConfig, ModelEntry, PretrainedCfg, find, registry};

@@ -19,7 +19,7 @@ use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales};
 use crate::checkpoint::{self, LoadReport, MatchRules};
 use crate::error::ModelError;
 use crate::registry::{LoadedModel, Model, ModelConfig};
-use crate::upernet::{FcnHead, FcnHeadConfig, MlpHead, MlpHeadConfig, UperHead, UperHeadConfig};
+use crate::heads::{FcnHead, FcnHeadConfig, MlpHead, MlpHeadConfig, UperHead, UperHeadConfig};
 
 /// Which decode head a [`SegmenterConfig`] builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
