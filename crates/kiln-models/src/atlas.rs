@@ -898,6 +898,12 @@ impl Family for AtlasConfig {
         if path.starts_with("readout_norm") { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
     }
 
+    /// None: its position codes come from MLPs ([`RelativePositionEmbed`]), whose weights decay
+    /// like any linear layer's.
+    fn no_weight_decay(&self, _path: &str) -> bool {
+        false
+    }
+
     /// The official YalaLab/atlas models, trained on HR-IN100 (100 classes, bicubic resize to 1024).
     fn variants<C: From<Self>>() -> Vec<Variant<C>> {
         let hr_in100 = PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) };

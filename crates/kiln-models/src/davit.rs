@@ -459,6 +459,11 @@ impl Family for DaVitConfig {
         staged_layer_ordinal(path, "stem", "stages.", "norm_pre")
     }
 
+    /// None: DaViT has no position tables or tokens (timm's DaVit defines no `no_weight_decay`).
+    fn no_weight_decay(&self, _path: &str) -> bool {
+        false
+    }
+
     fn variants<C: From<Self>>() -> Vec<Variant<C>> {
         vec![
             Variant::new("davit_tiny", || Self::tiny().into(), PretrainedCfg::imagenet(224, 0.95)),

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backbone::{Backbone, LayerOrdinal};
+use crate::backbone::{Backbone, LayerOrdinal, is_buffer_field};
 use crate::checkpoint::KeyMap;
 use crate::error::ModelError;
 
@@ -107,6 +107,19 @@ pub trait Family: Clone + std::fmt::Debug + Serialize + DeserializeOwned {
     /// The depth group of a parameter path for layer-wise lr decay, as timm's
     /// `group_matcher(coarse=False)` places it.
     fn layer_ordinal(&self, path: &str) -> LayerOrdinal;
+
+    /// Parameters of rank two or more that are never weight-decayed, as the family's timm
+    /// `no_weight_decay()` names them (relative-position tables, position embeddings, tokens).
+    /// Parameters of rank ≤ 1 need not be listed: [`crate::ModelConfig::no_weight_decay`] keeps
+    /// every one of them out of decay.
+    fn no_weight_decay(&self, path: &str) -> bool;
+
+    /// Whether the tensor at `path` is a buffer (state an optimiser never trains, that
+    /// `num_params` leaves out) rather than a parameter. Every family's buffers are BatchNorm's
+    /// running statistics, wherever a BatchNorm sits.
+    fn is_buffer(&self, path: &str) -> bool {
+        is_buffer_field(path.rsplit('.').next().unwrap_or_default())
+    }
 
     /// The family's registered models, in display order (timm's names and `pretrained_cfg`).
     fn variants<C: From<Self>>() -> Vec<Variant<C>>;

@@ -558,6 +558,12 @@ impl Family for MaxVitConfig {
         }
     }
 
+    /// timm's `MaxxVit.no_weight_decay()`: the relative-position tables (its `rel_pos.mlp` is
+    /// not part of the TF models).
+    fn no_weight_decay(&self, path: &str) -> bool {
+        path.ends_with("relative_position_bias_table")
+    }
+
     fn variants<C: From<Self>>() -> Vec<Variant<C>> {
         vec![
             Variant::new("maxvit_tiny_tf_224", || Self::tiny(224).into(), PretrainedCfg::imagenet(224, 0.95)),

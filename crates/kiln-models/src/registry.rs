@@ -11,7 +11,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::atlas::{Atlas, AtlasConfig};
-use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales, no_decay_by_rank};
 use crate::checkpoint::{self, KeyMap, LoadReport};
 use crate::davit::{DaVit, DaVitConfig};
 use crate::error::ModelError;
@@ -88,6 +88,17 @@ macro_rules! families {
             /// How the family's timm (or official) checkpoints map onto its modules.
             pub fn key_map(&self) -> KeyMap {
                 match self { $(Self::$variant(c) => Family::key_map(c),)+ }
+            }
+
+            fn family_no_weight_decay(&self, path: &str) -> bool {
+                match self { $(Self::$variant(c) => Family::no_weight_decay(c, path),)+ }
+            }
+
+            /// Whether the tensor at `path` (a path of [`Model`] without the variant name, as
+            /// `collect(.., skip_enum_variants = true)` names it) is a buffer, not a parameter:
+            /// BatchNorm's running statistics.
+            pub fn is_buffer(&self, path: &str) -> bool {
+                match self { $(Self::$variant(c) => Family::is_buffer(c, path),)+ }
             }
 
             /// The configuration and its family name, as [`to_json`](Self::to_json) records them.
@@ -210,6 +221,14 @@ impl ModelConfig {
     /// `decay^(deepest id − id)`, so the head keeps the full lr and the stem gets the least.
     pub fn layer_decay_scales(&self, paths: &[String], decay: f64) -> Vec<f64> {
         layer_decay_scales(paths, decay, |p| self.layer_ordinal(p))
+    }
+
+    /// Whether the parameter at `path` (as [`is_buffer`](Self::is_buffer) names it), of `rank`
+    /// dimensions, is kept out of weight decay, as timm's `param_groups_weight_decay`: every
+    /// parameter of rank ≤ 1 (norm scales and shifts, biases), and those the family names
+    /// ([`Family::no_weight_decay`]: relative-position tables, ...).
+    pub fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
+        no_decay_by_rank(rank) || self.family_no_weight_decay(path)
     }
 }
 

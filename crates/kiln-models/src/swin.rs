@@ -324,6 +324,12 @@ impl Family for SwinConfig {
         staged_layer_ordinal(path, "patch_embed", "layers.", "norm")
     }
 
+    /// timm's `no_weight_decay()`: the relative-position tables (this port has no
+    /// `absolute_pos_embed`).
+    fn no_weight_decay(&self, path: &str) -> bool {
+        path.ends_with("relative_position_bias_table")
+    }
+
     fn variants<C: From<Self>>() -> Vec<Variant<C>> {
         vec![
             Variant::new("swin_tiny_patch4_window7_224", || Self::tiny().into(), PretrainedCfg::imagenet(224, 0.9)),
