@@ -331,6 +331,27 @@ mod tests {
         assert_eq!(back.to_json(), config.to_json());
     }
 
+    /// burnpack writes module paths with the enum variant (`BurnpackStore` collects with
+    /// `skip_enum_variants = false`), so the `families!` variant names are part of every Kiln
+    /// checkpoint's keys and may never change; a foreign load or `collect(.., true)` sees the
+    /// model's own names.
+    #[test]
+    fn kiln_checkpoint_keys_carry_the_family_variant() {
+        use burn::store::{BurnpackStore, ModuleSnapshot, ModuleStore};
+        let device = Device::flex();
+        let config = ModelConfig::Swin(SwinConfig::new([16, 16], 8, vec![1, 2], vec![1, 2], 4).with_patch_size(2).with_num_classes(3));
+        let model = LoadedModel::build("m", config, &device).unwrap();
+        let path = std::env::temp_dir().join(format!("kiln-keys-{}.bpk", std::process::id()));
+        model.save(&path).unwrap();
+        let keys = BurnpackStore::from_file(&path).auto_extension(false).keys().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(keys.iter().all(|k| k.starts_with("Swin.")), "{keys:?}");
+        assert!(keys.contains(&"Swin.layers.1.blocks.0.attn.relative_position_bias_table".to_string()), "{keys:?}");
+        let own: Vec<String> = model.model.collect(None, None, true).into_iter().map(|t| t.name).collect();
+        assert_eq!(own.len(), keys.len());
+        assert!(own.iter().all(|k| keys.contains(&format!("Swin.{k}"))), "{own:?}");
+    }
+
     #[test]
     fn parameter_count_leaves_out_batch_norm_buffers() {
         let device = Device::flex();

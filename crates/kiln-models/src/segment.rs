@@ -393,6 +393,21 @@ mod tests {
         assert_eq!(scales, vec![0.25, 0.5, 1.0]);
     }
 
+    /// As [`crate::registry`]'s classifier keys: burnpack keeps the enum variants of the
+    /// backbone and the decode head in a segmenter checkpoint's keys, so they may never change.
+    #[test]
+    fn segmenter_checkpoint_keys_carry_the_enum_variants() {
+        use burn::store::{BurnpackStore, ModuleStore};
+        let model = LoadedSegmenter::build("s", tiny(), &Device::flex()).unwrap();
+        let path = std::env::temp_dir().join(format!("kiln-seg-keys-{}.bpk", std::process::id()));
+        model.save(&path).unwrap();
+        let keys = BurnpackStore::from_file(&path).auto_extension(false).keys().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for key in ["backbone.Swin.patch_embed.proj.weight", "decode_head.UperNet.conv_seg.weight", "auxiliary_head.conv_seg.weight"] {
+            assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+        }
+    }
+
     #[test]
     fn segment_aux_index_defaults_as_mmseg() {
         let aux = AuxHeadConfig::new();
