@@ -1,4 +1,4 @@
-"""Reference outputs for Kiln's segmentation heads (crates/kiln-models/src/upernet.rs).
+"""Reference outputs for Kiln's segmentation heads (crates/kiln-models/src/heads/).
 
 mmsegmentation cannot be installed here, so the heads are rebuilt in plain PyTorch from
 mmseg's documented structure (decode_heads/uper_head.py, psp_head.py's PPM, fcn_head.py,

@@ -45,7 +45,9 @@ use kiln_nn::{
 };
 
 use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, split_index};
+use crate::checkpoint::KeyMap;
 use crate::error::ModelError;
+use crate::family::{Family, PretrainedCfg, Variant};
 
 /// Total stride of the conv stem.
 pub const STEM_STRIDE: usize = 16;
@@ -869,19 +871,47 @@ pub fn official_key(key: &str) -> Option<String> {
     (!unused).then(|| key.to_string())
 }
 
-/// Depth order for layer-wise lr decay, in the manner of timm's matchers (the official code has
-/// none): the first model's patch embedding, then each block of each scale model and level (a
-/// model's other parts with its first block), the readout norm with the last block.
-pub fn layer_ordinal(path: &str) -> LayerOrdinal {
-    if path.starts_with("atlas_models.0.patch_embed") {
-        return LayerOrdinal::Stem;
+impl Family for AtlasConfig {
+    const NAME: &'static str = "atlas";
+    type Model = Atlas;
+
+    fn init(&self, device: &Device) -> Result<Atlas, ModelError> {
+        AtlasConfig::init(self, device) // the inherent builder above
     }
-    if let Some((model, rest)) = split_index(path, "atlas_models.") {
-        let (level, rest) = split_index(rest, "levels.").unwrap_or((0, ""));
-        let (block, _) = split_index(rest, "blocks.").unwrap_or((0, ""));
-        return LayerOrdinal::Block(vec![model, level, block]);
+
+    fn key_map(&self) -> KeyMap {
+        KeyMap { rename: official_key, classifier_prefix: "fc." }
     }
-    if path.starts_with("readout_norm") { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
+
+    /// Depth order for layer-wise lr decay, in the manner of timm's matchers (the official code
+    /// has none): the first model's patch embedding, then each block of each scale model and
+    /// level (a model's other parts with its first block), the readout norm with the last block.
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        if path.starts_with("atlas_models.0.patch_embed") {
+            return LayerOrdinal::Stem;
+        }
+        if let Some((model, rest)) = split_index(path, "atlas_models.") {
+            let (level, rest) = split_index(rest, "levels.").unwrap_or((0, ""));
+            let (block, _) = split_index(rest, "blocks.").unwrap_or((0, ""));
+            return LayerOrdinal::Block(vec![model, level, block]);
+        }
+        if path.starts_with("readout_norm") { LayerOrdinal::WithLastBlock } else { LayerOrdinal::Head }
+    }
+
+    /// None: its position codes come from MLPs ([`RelativePositionEmbed`]), whose weights decay
+    /// like any linear layer's.
+    fn no_weight_decay(&self, _path: &str) -> bool {
+        false
+    }
+
+    /// The official YalaLab/atlas models, trained on HR-IN100 (100 classes, bicubic resize to 1024).
+    fn variants<C: From<Self>>() -> Vec<Variant<C>> {
+        let hr_in100 = PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) };
+        vec![
+            Variant::new("atlas_base_1024", || Self::base().into(), hr_in100.clone()),
+            Variant::new("atlas_small_1024", || Self::small().into(), hr_in100),
+        ]
+    }
 }
 
 #[cfg(test)]

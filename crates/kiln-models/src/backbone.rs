@@ -65,6 +65,12 @@ pub fn is_buffer_field(name: &str) -> bool {
     matches!(name, "running_mean" | "running_var")
 }
 
+/// timm's `param_groups_weight_decay` rule for every model: parameters of rank ≤ 1 (norm
+/// scales and shifts, biases) are never weight-decayed.
+pub fn no_decay_by_rank(rank: usize) -> bool {
+    rank <= 1
+}
+
 /// The `Backbone` contract on zeros of `[2, in_chans, size, size]`: one map per declared
 /// feature, each `[2, channels, size / stride, size / stride]`, and `[2, num_classes]` logits.
 #[cfg(test)]

@@ -32,7 +32,9 @@ use kiln_nn::{
 };
 
 use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, staged_layer_ordinal};
+use crate::checkpoint::KeyMap;
 use crate::error::ModelError;
+use crate::family::{Family, PretrainedCfg, Variant};
 
 /// Hyper-parameters of a DaViT; every field can be overridden.
 #[derive(Config, Debug)]
@@ -439,10 +441,38 @@ pub fn timm_key(key: &str) -> Option<String> {
     Some(key.to_string())
 }
 
-/// timm's `DaVit.group_matcher(coarse=False)`: the stem, then each block (a stage's downsample
-/// with its first block), `norm_pre` with the last block.
-pub fn layer_ordinal(path: &str) -> LayerOrdinal {
-    staged_layer_ordinal(path, "stem", "stages.", "norm_pre")
+impl Family for DaVitConfig {
+    const NAME: &'static str = "davit";
+    type Model = DaVit;
+
+    fn init(&self, device: &Device) -> Result<DaVit, ModelError> {
+        DaVitConfig::init(self, device) // the inherent builder above
+    }
+
+    fn key_map(&self) -> KeyMap {
+        KeyMap { rename: timm_key, classifier_prefix: "head.fc." }
+    }
+
+    /// timm's `DaVit.group_matcher(coarse=False)`: the stem, then each block (a stage's downsample
+    /// with its first block), `norm_pre` with the last block.
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        staged_layer_ordinal(path, "stem", "stages.", "norm_pre")
+    }
+
+    /// None: DaViT has no position tables or tokens (timm's DaVit defines no `no_weight_decay`).
+    fn no_weight_decay(&self, _path: &str) -> bool {
+        false
+    }
+
+    fn variants<C: From<Self>>() -> Vec<Variant<C>> {
+        vec![
+            Variant::new("davit_tiny", || Self::tiny().into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("davit_small", || Self::small().into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("davit_base", || Self::base().into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("davit_large", || Self::large().into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("davit_huge", || Self::huge().into(), PretrainedCfg::imagenet(224, 0.95)),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ use kiln_nn::{
 };
 
 use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, split_index};
+use crate::checkpoint::KeyMap;
 use crate::error::ModelError;
+use crate::family::{Family, PretrainedCfg, Variant};
 
 /// Hyper-parameters of a MaxViT (timm's `MaxxVitCfg` with the TF conv/transformer settings,
 /// flattened); every field can be overridden.
@@ -530,15 +532,53 @@ pub fn timm_key(key: &str) -> Option<String> {
     (!skipped).then(|| key.to_string())
 }
 
-/// timm's `MaxxVit.group_matcher`: the stem, then one group per stage (timm has no finer one).
-pub fn layer_ordinal(path: &str) -> LayerOrdinal {
-    if path.starts_with("stem") {
-        return LayerOrdinal::Stem;
+impl Family for MaxVitConfig {
+    const NAME: &'static str = "maxvit";
+    type Model = MaxVit;
+
+    fn init(&self, device: &Device) -> Result<MaxVit, ModelError> {
+        MaxVitConfig::init(self, device) // the inherent builder above
     }
-    match split_index(path, "stages.") {
-        Some((stage, _)) => LayerOrdinal::Block(vec![stage]),
-        None if path.starts_with("norm") => LayerOrdinal::WithLastBlock,
-        None => LayerOrdinal::Head,
+
+    /// `head.norm` and `head.pre_logits` do not depend on the class count: only `head.fc` is
+    /// the classifier.
+    fn key_map(&self) -> KeyMap {
+        KeyMap { rename: timm_key, classifier_prefix: "head.fc." }
+    }
+
+    /// timm's `MaxxVit.group_matcher`: the stem, then one group per stage (timm has no finer one).
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        if path.starts_with("stem") {
+            return LayerOrdinal::Stem;
+        }
+        match split_index(path, "stages.") {
+            Some((stage, _)) => LayerOrdinal::Block(vec![stage]),
+            None if path.starts_with("norm") => LayerOrdinal::WithLastBlock,
+            None => LayerOrdinal::Head,
+        }
+    }
+
+    /// timm's `MaxxVit.no_weight_decay()`: the relative-position tables (its `rel_pos.mlp` is
+    /// not part of the TF models).
+    fn no_weight_decay(&self, path: &str) -> bool {
+        path.ends_with("relative_position_bias_table")
+    }
+
+    fn variants<C: From<Self>>() -> Vec<Variant<C>> {
+        vec![
+            Variant::new("maxvit_tiny_tf_224", || Self::tiny(224).into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("maxvit_tiny_tf_384", || Self::tiny(384).into(), PretrainedCfg::inception_squash(384)),
+            Variant::new("maxvit_tiny_tf_512", || Self::tiny(512).into(), PretrainedCfg::inception_squash(512)),
+            Variant::new("maxvit_small_tf_224", || Self::small(224).into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("maxvit_small_tf_384", || Self::small(384).into(), PretrainedCfg::inception_squash(384)),
+            Variant::new("maxvit_small_tf_512", || Self::small(512).into(), PretrainedCfg::inception_squash(512)),
+            Variant::new("maxvit_base_tf_224", || Self::base(224).into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("maxvit_base_tf_384", || Self::base(384).into(), PretrainedCfg::inception_squash(384)),
+            Variant::new("maxvit_base_tf_512", || Self::base(512).into(), PretrainedCfg::inception_squash(512)),
+            Variant::new("maxvit_large_tf_224", || Self::large(224).into(), PretrainedCfg::imagenet(224, 0.95)),
+            Variant::new("maxvit_large_tf_384", || Self::large(384).into(), PretrainedCfg::inception_squash(384)),
+            Variant::new("maxvit_large_tf_512", || Self::large(512).into(), PretrainedCfg::inception_squash(512)),
+        ]
     }
 }
 

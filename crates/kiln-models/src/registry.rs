@@ -1,117 +1,159 @@
-//! Registered model names (timm's), their configurations and pretrained-style defaults.
+//! Registered families and model names (timm's), their configurations and pretrained-style
+//! defaults.
 //!
-//! The table is data: one line per variant. `kiln models` prints it.
+//! Each family lists its variants next to its code ([`Family::variants`]); the `families!`
+//! table below registers each family once and builds [`ModelConfig`] and [`Model`] from it.
+//! `kiln models` prints the registry.
 
 use std::path::Path;
 
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales};
+use crate::atlas::{Atlas, AtlasConfig};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales, no_decay_by_rank};
 use crate::checkpoint::{self, KeyMap, LoadReport};
-use crate::davit::{self, DaVit, DaVitConfig};
+use crate::davit::{DaVit, DaVitConfig};
 use crate::error::ModelError;
-use crate::atlas::{self, Atlas, AtlasConfig};
-use crate::maxvit::{self, MaxVit, MaxVitConfig};
-use crate::swin::{self, Swin, SwinConfig};
+pub use crate::family::{Family, IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Variant};
+use crate::maxvit::{MaxVit, MaxVitConfig};
+use crate::swin::{Swin, SwinConfig};
 
-/// ImageNet mean, as timm's `IMAGENET_DEFAULT_MEAN`.
-pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-/// ImageNet standard deviation, as timm's `IMAGENET_DEFAULT_STD`.
-pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
-/// timm's `IMAGENET_INCEPTION_MEAN` (inputs scaled to [-1, 1]).
-pub const INCEPTION_MEAN: [f64; 3] = [0.5, 0.5, 0.5];
-/// timm's `IMAGENET_INCEPTION_STD`.
-pub const INCEPTION_STD: [f64; 3] = [0.5, 0.5, 0.5];
-
-/// Evaluation defaults that travel with a model name (timm's `pretrained_cfg`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PretrainedCfg {
-    /// `[channels, height, width]`.
-    pub input_size: [usize; 3],
-    /// Fraction of the resized image kept by the centre crop.
-    pub crop_pct: f64,
-    /// Resize filter name as timm spells it.
-    pub interpolation: &'static str,
-    /// Per-channel mean.
-    pub mean: [f64; 3],
-    /// Per-channel standard deviation.
-    pub std: [f64; 3],
-    /// Classes of the head.
-    pub num_classes: usize,
-    /// How the eval transform fits the image, as timm spells it: `center` (resize the shorter
-    /// side, centre crop) or `squash` (resize both sides, ignoring the aspect ratio, then crop).
-    pub crop_mode: &'static str,
-}
-
-impl PretrainedCfg {
-    const fn imagenet(size: usize, crop_pct: f64) -> Self {
-        Self {
-            input_size: [3, size, size],
-            crop_pct,
-            interpolation: "bicubic",
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-            num_classes: 1000,
-            crop_mode: "center",
+/// Builds, from one line per family (`Variant(Config => Model)`), the [`ModelConfig`] and
+/// [`Model`] enums, `From<Config> for ModelConfig`, and their delegation to [`Family`] and
+/// [`Backbone`]. The variant names are part of Kiln checkpoint keys (`Swin.layers.0...`, see
+/// [`Model`]): never rename one.
+macro_rules! families {
+    ($($(#[doc = $doc:literal])* $variant:ident($config:ty => $model:ty)),+ $(,)?) => {
+        /// The configuration of any family.
+        #[derive(Debug, Clone)]
+        pub enum ModelConfig {
+            $($(#[doc = $doc])* $variant($config),)+
         }
-    }
 
-    /// The TF-ported high-resolution weights: inception mean/std, the whole image squashed.
-    const fn inception_squash(size: usize) -> Self {
-        Self { mean: INCEPTION_MEAN, std: INCEPTION_STD, crop_mode: "squash", ..Self::imagenet(size, 1.0) }
-    }
+        /// A model of any family. burn's derive puts the variant name into module paths
+        /// (`Swin.layers.0...`), and burnpack writes those paths as Kiln checkpoint keys.
+        #[derive(Module, Debug)]
+        pub enum Model {
+            $($(#[doc = $doc])* $variant($model),)+
+        }
+
+        $(impl From<$config> for ModelConfig {
+            fn from(config: $config) -> Self {
+                Self::$variant(config)
+            }
+        })+
+
+        impl ModelConfig {
+            /// Family name as `kiln models` prints it.
+            pub fn family(&self) -> &'static str {
+                match self { $(Self::$variant(_) => <$config as Family>::NAME,)+ }
+            }
+
+            /// Builds the model (random initialisation as timm).
+            pub fn init(&self, device: &Device) -> Result<Model, ModelError> {
+                match self { $(Self::$variant(c) => Family::init(c, device).map(Model::$variant),)+ }
+            }
+
+            /// Input `[height, width]` the model is built for.
+            pub fn img_size(&self) -> [usize; 2] {
+                match self { $(Self::$variant(c) => c.img_size,)+ }
+            }
+
+            /// Builds for another input size.
+            pub fn set_img_size(&mut self, size: [usize; 2]) {
+                match self { $(Self::$variant(c) => c.img_size = size,)+ }
+            }
+
+            /// Classes of the head.
+            pub fn num_classes(&self) -> usize {
+                match self { $(Self::$variant(c) => c.num_classes,)+ }
+            }
+
+            /// Another number of classes (a fresh head).
+            pub fn set_num_classes(&mut self, n: usize) {
+                match self { $(Self::$variant(c) => c.num_classes = n,)+ }
+            }
+
+            /// Input channels.
+            pub fn in_chans(&self) -> usize {
+                match self { $(Self::$variant(c) => c.in_chans,)+ }
+            }
+
+            /// The depth group of a parameter path, for layer-wise lr decay ([`crate::backbone::layer_ids`]).
+            pub fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+                match self { $(Self::$variant(c) => Family::layer_ordinal(c, path),)+ }
+            }
+
+            /// How the family's timm (or official) checkpoints map onto its modules.
+            pub fn key_map(&self) -> KeyMap {
+                match self { $(Self::$variant(c) => Family::key_map(c),)+ }
+            }
+
+            fn family_no_weight_decay(&self, path: &str) -> bool {
+                match self { $(Self::$variant(c) => Family::no_weight_decay(c, path),)+ }
+            }
+
+            /// Whether the tensor at `path` (a path of [`Model`] without the variant name, as
+            /// `collect(.., skip_enum_variants = true)` names it) is a buffer, not a parameter:
+            /// BatchNorm's running statistics.
+            pub fn is_buffer(&self, path: &str) -> bool {
+                match self { $(Self::$variant(c) => Family::is_buffer(c, path),)+ }
+            }
+
+            /// The configuration and its family name, as [`to_json`](Self::to_json) records them.
+            fn to_value(&self) -> (&'static str, serde_json::Result<serde_json::Value>) {
+                match self { $(Self::$variant(c) => (<$config as Family>::NAME, serde_json::to_value(c)),)+ }
+            }
+
+            /// The configuration `family` records in `config`; `None` for an unknown family.
+            fn from_value(family: &str, config: serde_json::Value) -> Option<serde_json::Result<Self>> {
+                $(if family == <$config as Family>::NAME {
+                    return Some(serde_json::from_value::<$config>(config).map(Self::$variant));
+                })+
+                None
+            }
+        }
+
+        /// Every registered model, family by family in the order of the table.
+        pub fn registry() -> Vec<ModelEntry> {
+            [$(<$config as Family>::variants::<ModelConfig>()),+].concat()
+        }
+
+        impl Backbone for Model {
+            fn forward_features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+                match self { $(Self::$variant(m) => m.forward_features(x),)+ }
+            }
+            fn feature_info(&self) -> Vec<FeatureInfo> {
+                match self { $(Self::$variant(m) => m.feature_info(),)+ }
+            }
+            fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+                match self { $(Self::$variant(m) => m.forward(x),)+ }
+            }
+        }
+    };
 }
 
-/// One registered model.
-#[derive(Debug, Clone)]
-pub struct ModelEntry {
-    /// timm's name.
-    pub name: &'static str,
-    /// Its configuration.
-    pub config: fn() -> ModelConfig,
-    /// Its evaluation defaults.
-    pub pretrained: PretrainedCfg,
+// The registration table: one line per family, in display order.
+families! {
+    /// Swin Transformer v1.
+    Swin(SwinConfig => Swin),
+    /// DaViT.
+    DaVit(DaVitConfig => DaVit),
+    /// Atlas (multi-scale attention).
+    Atlas(AtlasConfig => Atlas),
+    /// MaxViT (timm's `*_tf_*` models).
+    MaxVit(MaxVitConfig => MaxVit),
 }
+
+/// One registered model (its configuration as a [`ModelConfig`]).
+pub type ModelEntry = Variant<ModelConfig>;
 
 impl ModelEntry {
     /// Family name (`swin`, ...).
     pub fn family(&self) -> &'static str {
         (self.config)().family()
     }
-}
-
-/// Every registered model, in display order.
-pub fn registry() -> Vec<ModelEntry> {
-    let entry = |name, config, pretrained| ModelEntry { name, config, pretrained };
-    vec![
-        entry("swin_tiny_patch4_window7_224", || ModelConfig::Swin(SwinConfig::tiny()), PretrainedCfg::imagenet(224, 0.9)),
-        entry("swin_small_patch4_window7_224", || ModelConfig::Swin(SwinConfig::small()), PretrainedCfg::imagenet(224, 0.9)),
-        entry("swin_base_patch4_window7_224", || ModelConfig::Swin(SwinConfig::base(7, 224)), PretrainedCfg::imagenet(224, 0.9)),
-        entry("swin_base_patch4_window12_384", || ModelConfig::Swin(SwinConfig::base(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
-        entry("swin_large_patch4_window7_224", || ModelConfig::Swin(SwinConfig::large(7, 224)), PretrainedCfg::imagenet(224, 0.9)),
-        entry("swin_large_patch4_window12_384", || ModelConfig::Swin(SwinConfig::large(12, 384)), PretrainedCfg::imagenet(384, 1.0)),
-        entry("davit_tiny", || ModelConfig::DaVit(DaVitConfig::tiny()), PretrainedCfg::imagenet(224, 0.95)),
-        entry("davit_small", || ModelConfig::DaVit(DaVitConfig::small()), PretrainedCfg::imagenet(224, 0.95)),
-        entry("davit_base", || ModelConfig::DaVit(DaVitConfig::base()), PretrainedCfg::imagenet(224, 0.95)),
-        entry("davit_large", || ModelConfig::DaVit(DaVitConfig::large()), PretrainedCfg::imagenet(224, 0.95)),
-        entry("davit_huge", || ModelConfig::DaVit(DaVitConfig::huge()), PretrainedCfg::imagenet(224, 0.95)),
-        // official YalaLab/atlas models, trained on HR-IN100 (100 classes, bicubic resize to 1024)
-        entry("atlas_base_1024", || ModelConfig::Atlas(AtlasConfig::base()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
-        entry("atlas_small_1024", || ModelConfig::Atlas(AtlasConfig::small()), PretrainedCfg { num_classes: 100, ..PretrainedCfg::imagenet(1024, 1.0) }),
-        entry("maxvit_tiny_tf_224", || ModelConfig::MaxVit(MaxVitConfig::tiny(224)), PretrainedCfg::imagenet(224, 0.95)),
-        entry("maxvit_tiny_tf_384", || ModelConfig::MaxVit(MaxVitConfig::tiny(384)), PretrainedCfg::inception_squash(384)),
-        entry("maxvit_tiny_tf_512", || ModelConfig::MaxVit(MaxVitConfig::tiny(512)), PretrainedCfg::inception_squash(512)),
-        entry("maxvit_small_tf_224", || ModelConfig::MaxVit(MaxVitConfig::small(224)), PretrainedCfg::imagenet(224, 0.95)),
-        entry("maxvit_small_tf_384", || ModelConfig::MaxVit(MaxVitConfig::small(384)), PretrainedCfg::inception_squash(384)),
-        entry("maxvit_small_tf_512", || ModelConfig::MaxVit(MaxVitConfig::small(512)), PretrainedCfg::inception_squash(512)),
-        entry("maxvit_base_tf_224", || ModelConfig::MaxVit(MaxVitConfig::base(224)), PretrainedCfg::imagenet(224, 0.95)),
-        entry("maxvit_base_tf_384", || ModelConfig::MaxVit(MaxVitConfig::base(384)), PretrainedCfg::inception_squash(384)),
-        entry("maxvit_base_tf_512", || ModelConfig::MaxVit(MaxVitConfig::base(512)), PretrainedCfg::inception_squash(512)),
-        entry("maxvit_large_tf_224", || ModelConfig::MaxVit(MaxVitConfig::large(224)), PretrainedCfg::imagenet(224, 0.95)),
-        entry("maxvit_large_tf_384", || ModelConfig::MaxVit(MaxVitConfig::large(384)), PretrainedCfg::inception_squash(384)),
-        entry("maxvit_large_tf_512", || ModelConfig::MaxVit(MaxVitConfig::large(512)), PretrainedCfg::inception_squash(512)),
-    ]
 }
 
 /// The entry registered under `name`, or an error suggesting the closest names.
@@ -154,100 +196,11 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The configuration of any family.
-#[derive(Debug, Clone)]
-pub enum ModelConfig {
-    /// Swin Transformer v1.
-    Swin(SwinConfig),
-    /// DaViT.
-    DaVit(DaVitConfig),
-    /// Atlas (multi-scale attention).
-    Atlas(AtlasConfig),
-    /// MaxViT (timm's `*_tf_*` models).
-    MaxVit(MaxVitConfig),
-}
-
 impl ModelConfig {
-    /// Family name as `kiln models` prints it.
-    pub fn family(&self) -> &'static str {
-        match self {
-            Self::Swin(_) => "swin",
-            Self::DaVit(_) => "davit",
-            Self::Atlas(_) => "atlas",
-            Self::MaxVit(_) => "maxvit",
-        }
-    }
-
-    /// Builds the model (random initialisation as timm).
-    pub fn init(&self, device: &Device) -> Result<Model, ModelError> {
-        match self {
-            Self::Swin(c) => c.init(device).map(Model::Swin),
-            Self::DaVit(c) => c.init(device).map(Model::DaVit),
-            Self::Atlas(c) => c.init(device).map(Model::Atlas),
-            Self::MaxVit(c) => c.init(device).map(Model::MaxVit),
-        }
-    }
-
-    /// Input `[height, width]` the model is built for.
-    pub fn img_size(&self) -> [usize; 2] {
-        match self {
-            Self::Swin(c) => c.img_size,
-            Self::DaVit(c) => c.img_size,
-            Self::Atlas(c) => c.img_size,
-            Self::MaxVit(c) => c.img_size,
-        }
-    }
-
-    /// Builds for another input size.
-    pub fn set_img_size(&mut self, size: [usize; 2]) {
-        match self {
-            Self::Swin(c) => c.img_size = size,
-            Self::DaVit(c) => c.img_size = size,
-            Self::Atlas(c) => c.img_size = size,
-            // the window and grid follow (img_size / 32) unless set explicitly, as in timm
-            Self::MaxVit(c) => c.img_size = size,
-        }
-    }
-
-    /// Classes of the head.
-    pub fn num_classes(&self) -> usize {
-        match self {
-            Self::Swin(c) => c.num_classes,
-            Self::DaVit(c) => c.num_classes,
-            Self::Atlas(c) => c.num_classes,
-            Self::MaxVit(c) => c.num_classes,
-        }
-    }
-
-    /// Another number of classes (a fresh head).
-    pub fn set_num_classes(&mut self, n: usize) {
-        match self {
-            Self::Swin(c) => c.num_classes = n,
-            Self::DaVit(c) => c.num_classes = n,
-            Self::Atlas(c) => c.num_classes = n,
-            Self::MaxVit(c) => c.num_classes = n,
-        }
-    }
-
-    /// Input channels.
-    pub fn in_chans(&self) -> usize {
-        match self {
-            Self::Swin(c) => c.in_chans,
-            Self::DaVit(c) => c.in_chans,
-            Self::Atlas(c) => c.in_chans,
-            Self::MaxVit(c) => c.in_chans,
-        }
-    }
-
     /// The configuration as JSON (`{"family": ..., "config": {...}}`), recorded in Kiln
     /// checkpoints.
     pub fn to_json(&self) -> String {
-        let (family, config) = match self {
-            Self::Swin(c) => ("swin", serde_json::to_value(c)),
-            Self::DaVit(c) => ("davit", serde_json::to_value(c)),
-            Self::Atlas(c) => ("atlas", serde_json::to_value(c)),
-            Self::MaxVit(c) => ("maxvit", serde_json::to_value(c)),
-        };
+        let (family, config) = self.to_value();
         let config = config.expect("a model configuration serialises");
         serde_json::json!({ "family": family, "config": config }).to_string()
     }
@@ -257,22 +210,10 @@ impl ModelConfig {
         let bad = |e: String| ModelError::InvalidConfig(format!("model configuration in checkpoint: {e}"));
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         let config = value.get("config").cloned().ok_or_else(|| bad("no config".into()))?;
-        match value.get("family").and_then(|f| f.as_str()) {
-            Some("swin") => serde_json::from_value(config).map(Self::Swin).map_err(|e| bad(e.to_string())),
-            Some("davit") => serde_json::from_value(config).map(Self::DaVit).map_err(|e| bad(e.to_string())),
-            Some("atlas") => serde_json::from_value(config).map(Self::Atlas).map_err(|e| bad(e.to_string())),
-            Some("maxvit") => serde_json::from_value(config).map(Self::MaxVit).map_err(|e| bad(e.to_string())),
-            other => Err(bad(format!("unknown family {other:?}"))),
-        }
-    }
-
-    /// The depth group of a parameter path, for layer-wise lr decay ([`crate::backbone::layer_ids`]).
-    pub fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
-        match self {
-            Self::Swin(_) => swin::layer_ordinal(path),
-            Self::DaVit(_) => davit::layer_ordinal(path),
-            Self::Atlas(_) => atlas::layer_ordinal(path),
-            Self::MaxVit(_) => maxvit::layer_ordinal(path),
+        let family = value.get("family").and_then(|f| f.as_str());
+        match family.and_then(|f| Self::from_value(f, config)) {
+            Some(parsed) => parsed.map_err(|e| bad(e.to_string())),
+            None => Err(bad(format!("unknown family {family:?}"))),
         }
     }
 
@@ -282,15 +223,12 @@ impl ModelConfig {
         layer_decay_scales(paths, decay, |p| self.layer_ordinal(p))
     }
 
-    /// How the family's timm (or official) checkpoints map onto its modules.
-    pub fn key_map(&self) -> KeyMap {
-        match self {
-            Self::Swin(_) => KeyMap { rename: swin::timm_key, classifier_prefix: "head." },
-            Self::DaVit(_) => KeyMap { rename: davit::timm_key, classifier_prefix: "head.fc." },
-            Self::Atlas(_) => KeyMap { rename: atlas::official_key, classifier_prefix: "fc." },
-            // head.norm and head.pre_logits do not depend on the class count
-            Self::MaxVit(_) => KeyMap { rename: maxvit::timm_key, classifier_prefix: "head.fc." },
-        }
+    /// Whether the parameter at `path` (as [`is_buffer`](Self::is_buffer) names it), of `rank`
+    /// dimensions, is kept out of weight decay, as timm's `param_groups_weight_decay`: every
+    /// parameter of rank ≤ 1 (norm scales and shifts, biases), and those the family names
+    /// ([`Family::no_weight_decay`]: relative-position tables, ...).
+    pub fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
+        no_decay_by_rank(rank) || self.family_no_weight_decay(path)
     }
 }
 
@@ -307,46 +245,6 @@ impl<'de> serde::Deserialize<'de> for ModelConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
         Self::from_json(&value.to_string()).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A model of any family.
-#[derive(Module, Debug)]
-pub enum Model {
-    /// Swin Transformer v1.
-    Swin(Swin),
-    /// DaViT.
-    DaVit(DaVit),
-    /// Atlas (multi-scale attention).
-    Atlas(Atlas),
-    /// MaxViT.
-    MaxVit(MaxVit),
-}
-
-impl Backbone for Model {
-    fn forward_features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
-        match self {
-            Self::Swin(m) => m.forward_features(x),
-            Self::DaVit(m) => m.forward_features(x),
-            Self::Atlas(m) => m.forward_features(x),
-            Self::MaxVit(m) => m.forward_features(x),
-        }
-    }
-    fn feature_info(&self) -> Vec<FeatureInfo> {
-        match self {
-            Self::Swin(m) => m.feature_info(),
-            Self::DaVit(m) => m.feature_info(),
-            Self::Atlas(m) => m.feature_info(),
-            Self::MaxVit(m) => m.feature_info(),
-        }
-    }
-    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        match self {
-            Self::Swin(m) => m.forward(x),
-            Self::DaVit(m) => m.forward(x),
-            Self::Atlas(m) => m.forward(x),
-            Self::MaxVit(m) => m.forward(x),
-        }
     }
 }
 
@@ -431,6 +329,27 @@ mod tests {
         let back = ModelConfig::from_json(&config.to_json()).unwrap();
         assert_eq!((back.family(), back.img_size()), ("maxvit", [384, 384]));
         assert_eq!(back.to_json(), config.to_json());
+    }
+
+    /// burnpack writes module paths with the enum variant (`BurnpackStore` collects with
+    /// `skip_enum_variants = false`), so the `families!` variant names are part of every Kiln
+    /// checkpoint's keys and may never change; a foreign load or `collect(.., true)` sees the
+    /// model's own names.
+    #[test]
+    fn kiln_checkpoint_keys_carry_the_family_variant() {
+        use burn::store::{BurnpackStore, ModuleSnapshot, ModuleStore};
+        let device = Device::flex();
+        let config = ModelConfig::Swin(SwinConfig::new([16, 16], 8, vec![1, 2], vec![1, 2], 4).with_patch_size(2).with_num_classes(3));
+        let model = LoadedModel::build("m", config, &device).unwrap();
+        let path = std::env::temp_dir().join(format!("kiln-keys-{}.bpk", std::process::id()));
+        model.save(&path).unwrap();
+        let keys = BurnpackStore::from_file(&path).auto_extension(false).keys().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(keys.iter().all(|k| k.starts_with("Swin.")), "{keys:?}");
+        assert!(keys.contains(&"Swin.layers.1.blocks.0.attn.relative_position_bias_table".to_string()), "{keys:?}");
+        let own: Vec<String> = model.model.collect(None, None, true).into_iter().map(|t| t.name).collect();
+        assert_eq!(own.len(), keys.len());
+        assert!(own.iter().all(|k| keys.contains(&format!("Swin.{k}"))), "{own:?}");
     }
 
     #[test]

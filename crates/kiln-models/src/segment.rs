@@ -15,11 +15,11 @@ use burn::store::ModuleSnapshot;
 use kiln_nn::resize_bilinear;
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, layer_decay_scales};
+use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, is_buffer_field, layer_decay_scales, no_decay_by_rank};
 use crate::checkpoint::{self, LoadReport, MatchRules};
 use crate::error::ModelError;
 use crate::registry::{LoadedModel, Model, ModelConfig};
-use crate::upernet::{FcnHead, FcnHeadConfig, MlpHead, MlpHeadConfig, UperHead, UperHeadConfig};
+use crate::heads::{FcnHead, FcnHeadConfig, MlpHead, MlpHeadConfig, UperHead, UperHeadConfig};
 
 /// Which decode head a [`SegmenterConfig`] builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +145,28 @@ impl SegmenterConfig {
     /// The lr multiplier of each path (see [`ModelConfig::layer_decay_scales`]).
     pub fn layer_decay_scales(&self, paths: &[String], decay: f64) -> Vec<f64> {
         layer_decay_scales(paths, decay, |p| self.layer_ordinal(p))
+    }
+
+    /// Whether the parameter at `path` (`backbone.*`, `decode_head.*`, `auxiliary_head.*`, as
+    /// [`is_buffer`](Self::is_buffer) names it), of `rank` dimensions, is kept out of weight
+    /// decay: under `backbone.` the family's rule ([`ModelConfig::no_weight_decay`]); in the
+    /// heads every parameter of rank ≤ 1 (they have no position tables).
+    pub fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
+        match path.strip_prefix("backbone.") {
+            Some(rest) => self.backbone.no_weight_decay(rest, rank),
+            None => no_decay_by_rank(rank),
+        }
+    }
+
+    /// Whether the tensor at `path` (a [`Segmenter`] path without enum variant names, as
+    /// `collect(.., skip_enum_variants = true)` names it) is a buffer, not a parameter: under
+    /// `backbone.` the family's ([`ModelConfig::is_buffer`]); in the heads, their `ConvModule`s'
+    /// BatchNorm running statistics.
+    pub fn is_buffer(&self, path: &str) -> bool {
+        match path.strip_prefix("backbone.") {
+            Some(rest) => self.backbone.is_buffer(rest),
+            None => is_buffer_field(path.rsplit('.').next().unwrap_or_default()),
+        }
     }
 }
 
@@ -369,6 +391,21 @@ mod tests {
             0.5,
         );
         assert_eq!(scales, vec![0.25, 0.5, 1.0]);
+    }
+
+    /// As [`crate::registry`]'s classifier keys: burnpack keeps the enum variants of the
+    /// backbone and the decode head in a segmenter checkpoint's keys, so they may never change.
+    #[test]
+    fn segmenter_checkpoint_keys_carry_the_enum_variants() {
+        use burn::store::{BurnpackStore, ModuleStore};
+        let model = LoadedSegmenter::build("s", tiny(), &Device::flex()).unwrap();
+        let path = std::env::temp_dir().join(format!("kiln-seg-keys-{}.bpk", std::process::id()));
+        model.save(&path).unwrap();
+        let keys = BurnpackStore::from_file(&path).auto_extension(false).keys().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for key in ["backbone.Swin.patch_embed.proj.weight", "decode_head.UperNet.conv_seg.weight", "auxiliary_head.conv_seg.weight"] {
+            assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@ use kiln_nn::{
 };
 
 use crate::backbone::{Backbone, FeatureInfo, LayerOrdinal, staged_layer_ordinal};
+use crate::checkpoint::KeyMap;
 use crate::error::ModelError;
+use crate::family::{Family, PretrainedCfg, Variant};
 
 /// Hyper-parameters of a Swin Transformer; every field can be overridden.
 #[derive(Config, Debug)]
@@ -304,10 +306,40 @@ pub fn timm_key(key: &str) -> Option<String> {
     (!recomputed).then(|| key.to_string())
 }
 
-/// timm's `SwinTransformer.group_matcher(coarse=False)`: the patch embedding, then each block
-/// (a stage's patch merging with its first block), the final norm with the last block.
-pub fn layer_ordinal(path: &str) -> LayerOrdinal {
-    staged_layer_ordinal(path, "patch_embed", "layers.", "norm")
+impl Family for SwinConfig {
+    const NAME: &'static str = "swin";
+    type Model = Swin;
+
+    fn init(&self, device: &Device) -> Result<Swin, ModelError> {
+        SwinConfig::init(self, device) // the inherent builder above
+    }
+
+    fn key_map(&self) -> KeyMap {
+        KeyMap { rename: timm_key, classifier_prefix: "head." }
+    }
+
+    /// timm's `SwinTransformer.group_matcher(coarse=False)`: the patch embedding, then each block
+    /// (a stage's patch merging with its first block), the final norm with the last block.
+    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
+        staged_layer_ordinal(path, "patch_embed", "layers.", "norm")
+    }
+
+    /// timm's `no_weight_decay()`: the relative-position tables (this port has no
+    /// `absolute_pos_embed`).
+    fn no_weight_decay(&self, path: &str) -> bool {
+        path.ends_with("relative_position_bias_table")
+    }
+
+    fn variants<C: From<Self>>() -> Vec<Variant<C>> {
+        vec![
+            Variant::new("swin_tiny_patch4_window7_224", || Self::tiny().into(), PretrainedCfg::imagenet(224, 0.9)),
+            Variant::new("swin_small_patch4_window7_224", || Self::small().into(), PretrainedCfg::imagenet(224, 0.9)),
+            Variant::new("swin_base_patch4_window7_224", || Self::base(7, 224).into(), PretrainedCfg::imagenet(224, 0.9)),
+            Variant::new("swin_base_patch4_window12_384", || Self::base(12, 384).into(), PretrainedCfg::imagenet(384, 1.0)),
+            Variant::new("swin_large_patch4_window7_224", || Self::large(7, 224).into(), PretrainedCfg::imagenet(224, 0.9)),
+            Variant::new("swin_large_patch4_window12_384", || Self::large(12, 384).into(), PretrainedCfg::imagenet(384, 1.0)),
+        ]
+    }
 }
 
 #[cfg(test)]

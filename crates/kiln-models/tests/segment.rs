@@ -14,7 +14,7 @@ use kiln_models::checkpoint::{self, KeyMap};
 use kiln_models::davit::DaVitConfig;
 use kiln_models::maxvit::MaxVitConfig;
 use kiln_models::swin::SwinConfig;
-use kiln_models::upernet::mmseg_key;
+use kiln_models::heads::mmseg_key;
 use kiln_models::{AuxHeadConfig, HeadKind, LoadedModel, LoadedSegmenter, ModelConfig, SegmenterConfig};
 
 mod common;
