@@ -1,5 +1,5 @@
 //! What the loop needs of the network a task trains: its modules, how it is saved, and what it
-//! says about its parameters (depth groups, no weight decay). Each task implements it for its
+//! says about its parameters (depth groups, no weight decay, buffers): the trainer names none. Each task implements it for its
 //! network (`tasks/classify.rs`, `tasks/segment.rs`).
 
 use std::path::Path;
@@ -26,4 +26,11 @@ pub trait Network {
     fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Self::Module>, ModelError>;
     /// The depth group of a parameter path (layer-wise lr decay, frozen backbone).
     fn layer_ordinal(&self, path: &str) -> LayerOrdinal;
+    /// Whether the parameter at `path`, of `rank` dimensions, is kept out of weight decay: as
+    /// timm's `param_groups_weight_decay`, norms and biases, and what the model's
+    /// `no_weight_decay()` names (relative-position tables, ...).
+    fn no_weight_decay(&self, path: &str, rank: usize) -> bool;
+    /// Whether the tensor at `path` is a buffer (BatchNorm's running statistics), which no
+    /// optimiser updates.
+    fn is_buffer(&self, path: &str) -> bool;
 }

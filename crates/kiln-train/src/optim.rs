@@ -15,11 +15,12 @@ use kiln_models::LayerOrdinal;
 use crate::config::schema::{ExperimentConfig, OptimizerName};
 use crate::network::Network;
 
-/// How the optimiser treats each parameter, by [`ParamId`]: burn's optimiser matches groups
-/// against paths that carry enum variant names (`Swin.layers.0...`) where the model's own
-/// names (timm's keys) do not, so groups are built from ids.
+/// How the optimiser treats each parameter, as the network declares it ([`Network`]), by
+/// [`ParamId`]: burn's optimiser matches groups against paths that carry enum variant names
+/// (`Swin.layers.0...`, which Kiln's checkpoint keys carry too, so they stay), where the
+/// network's declarations use the model's own names (timm's keys); ids join the two.
 pub(crate) struct ParamPlan {
-    /// One-dimensional parameters (norm scales and shifts, biases) and relative-position tables.
+    /// What the network keeps out of weight decay (norms, biases, relative-position tables).
     no_decay: Vec<ParamId>,
     /// Layer-wise lr decay: the parameters whose lr is scaled, grouped by their multiplier.
     lr_scales: Vec<(ParamGroup, f64)>,
@@ -29,19 +30,15 @@ pub(crate) struct ParamPlan {
 
 impl ParamPlan {
     pub(crate) fn new<N: Network>(exp: &ExperimentConfig, net: &N) -> Self {
-        // learnable parameters only: BatchNorm's running statistics are buffers
+        // learnable parameters only, by the model's own names
         let params: Vec<(ParamId, String, usize)> = net
             .module()
             .collect(None, None, true)
             .into_iter()
-            .filter(|t| !kiln_models::backbone::is_buffer_field(t.name.rsplit('.').next().unwrap_or_default()))
+            .filter(|t| !net.is_buffer(&t.name))
             .map(|t| (ParamId::from(t.param_id.expect("module tensors carry their parameter id")), t.name, t.shape.len()))
             .collect();
-        let no_decay = params
-            .iter()
-            .filter(|(_, name, rank)| *rank <= 1 || name.ends_with("relative_position_bias_table"))
-            .map(|(id, _, _)| *id)
-            .collect();
+        let no_decay = params.iter().filter(|(_, name, rank)| net.no_weight_decay(name, *rank)).map(|(id, _, _)| *id).collect();
         let names: Vec<String> = params.iter().map(|(_, name, _)| name.clone()).collect();
         let mut by_scale: Vec<(f64, Vec<ParamId>)> = Vec::new();
         if let Some(decay) = exp.optim.layer_decay {
@@ -80,8 +77,8 @@ impl ParamPlan {
     }
 }
 
-/// AdamW or SGD; with `no_weight_decay_on_norm_bias`, the plan's one-dimensional parameters and
-/// relative-position tables get no weight decay, as timm's `param_groups_weight_decay`.
+/// AdamW or SGD; with `no_weight_decay_on_norm_bias`, the plan's no-decay parameters get no
+/// weight decay, as timm's `param_groups_weight_decay`.
 pub(crate) fn optimizer(exp: &ExperimentConfig, plan: &ParamPlan) -> ModuleOptimizer {
     let o = &exp.optim;
     let clip = o.clip_grad.map(|c| GradientClippingConfig::Norm(c as f32));

@@ -77,6 +77,12 @@ impl Network for LoadedModel {
     fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
         self.config.layer_ordinal(path)
     }
+    fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
+        self.config.no_weight_decay(path, rank)
+    }
+    fn is_buffer(&self, path: &str) -> bool {
+        self.config.is_buffer(path)
+    }
 }
 
 impl Task for Classification {

@@ -79,6 +79,12 @@ impl Network for LoadedSegmenter {
     fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
         self.config.layer_ordinal(path)
     }
+    fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
+        self.config.no_weight_decay(path, rank)
+    }
+    fn is_buffer(&self, path: &str) -> bool {
+        self.config.is_buffer(path)
+    }
 }
 
 /// The class names and colours an experiment's data has: `data.classes_file`, else
