@@ -7,7 +7,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use kiln_nn::{ConvModule, Dropout2d};
 
-use super::{check_dropout, conv_module, conv_seg};
+use super::common::{check_dropout, conv_module, conv_seg};
 use crate::error::ModelError;
 
 /// Configuration of an [`FcnHead`].
@@ -103,6 +103,6 @@ mod tests {
     fn fcn_head_gives_logits_at_its_maps_resolution() {
         let device = Device::flex();
         let fcn = FcnHeadConfig::new(6, 1, 3).with_channels(5).init(&device).unwrap();
-        assert_eq!(fcn.forward(&crate::heads::tests::maps(2)).dims(), [2, 3, 4, 5]);
+        assert_eq!(fcn.forward(&crate::heads::common::tests::maps(2)).dims(), [2, 3, 4, 5]);
     }
 }

@@ -6,7 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use kiln_nn::{ConvModule, Dropout2d, resize_bilinear};
 
-use super::{check_dropout, conv_module, conv_seg, spatial};
+use super::common::{check_dropout, conv_module, conv_seg, spatial};
 use crate::error::ModelError;
 
 /// Configuration of an [`MlpHead`].
@@ -76,6 +76,6 @@ mod tests {
     fn mlp_head_gives_logits_at_the_finest_resolution() {
         let device = Device::flex();
         let mlp = MlpHeadConfig::new(vec![4, 6, 8], 8, 3).init(&device).unwrap();
-        assert_eq!(mlp.forward(&crate::heads::tests::maps(1)).dims(), [1, 3, 8, 9]);
+        assert_eq!(mlp.forward(&crate::heads::common::tests::maps(1)).dims(), [1, 3, 8, 9]);
     }
 }

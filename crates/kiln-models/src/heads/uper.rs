@@ -1,14 +1,14 @@
 //! UPerNet's decode head (mmseg's `UPerHead`, with `PSPHead`'s pyramid pooling).
 //!
 //! Xiao et al., "Unified Perceptual Parsing for Scene Understanding", ECCV 2018. Must match
-//! mmseg's `decode_heads/uper_head.py` and `psp_head.py` (see [`mmseg_key`](super::mmseg_key)
+//! mmseg's `decode_heads/uper_head.py` and `psp_head.py` (see [`mmseg_key`](super::common::mmseg_key)
 //! for the PPM's one rename).
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use kiln_nn::{ConvModule, Dropout2d, adaptive_avg_pool, resize_bilinear};
 
-use super::{check_dropout, conv_module, conv_seg, spatial};
+use super::common::{check_dropout, conv_module, conv_seg, spatial};
 use crate::error::ModelError;
 
 /// Configuration of an [`UperHead`].
@@ -39,7 +39,7 @@ pub struct UperHeadConfig {
 /// logits   = conv_seg(dropout(fpn_bottleneck(cat[up(out_i) to x_1's size])))    3x3, 1x1
 /// ```
 /// `up` is bilinear, `align_corners=False`; every conv but `conv_seg` is a [`ConvModule`].
-/// Keys as mmseg's: `psp_modules.{i}` (mmseg's `psp_modules.{i}.1`, see [`mmseg_key`](super::mmseg_key)),
+/// Keys as mmseg's: `psp_modules.{i}` (mmseg's `psp_modules.{i}.1`, see [`mmseg_key`](super::common::mmseg_key)),
 /// `bottleneck`, `lateral_convs.{i}`, `fpn_convs.{i}`, `fpn_bottleneck`, `conv_seg`.
 #[derive(Module, Debug)]
 pub struct UperHead {
@@ -146,7 +146,7 @@ mod tests {
     fn uper_head_gives_logits_at_the_finest_resolution() {
         let device = Device::flex();
         let uper = UperHeadConfig::new(vec![4, 6, 8], 8, 3).with_pool_scales(vec![1, 2]).init(&device).unwrap();
-        assert_eq!(uper.forward(&crate::heads::tests::maps(2)).dims(), [2, 3, 8, 9]);
+        assert_eq!(uper.forward(&crate::heads::common::tests::maps(2)).dims(), [2, 3, 8, 9]);
         assert!(UperHeadConfig::new(vec![], 8, 3).init(&device).is_err());
     }
 }
