@@ -34,3 +34,37 @@ pub trait Network {
     /// optimiser updates.
     fn is_buffer(&self, path: &str) -> bool;
 }
+
+/// [`Network`] for one of kiln-models' loaded networks (`LoadedModel`, `LoadedSegmenter`): each
+/// holds its `name`, its `config` (which answers for the parameters) and its `model`, and
+/// rebuilds from a checkpoint with `from_native`; only the checkpoint writer differs.
+macro_rules! impl_loaded_network {
+    ($loaded:ty, $module:ty, $save:expr) => {
+        impl $crate::network::Network for $loaded {
+            type Module = $module;
+            fn module(&self) -> &$module {
+                &self.model
+            }
+            fn module_mut(&mut self) -> &mut $module {
+                &mut self.model
+            }
+            fn save_module(&self, module: &$module, path: &std::path::Path) -> Result<(), kiln_models::ModelError> {
+                $save(module, path, &self.name, &self.config.to_json())
+            }
+            fn load_module(&self, path: &std::path::Path, device: &burn::prelude::Device) -> Result<Option<$module>, kiln_models::ModelError> {
+                let restored = <$loaded>::from_native(path, device)?;
+                Ok((restored.config.to_json() == self.config.to_json()).then_some(restored.model))
+            }
+            fn layer_ordinal(&self, path: &str) -> kiln_models::LayerOrdinal {
+                self.config.layer_ordinal(path)
+            }
+            fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
+                self.config.no_weight_decay(path, rank)
+            }
+            fn is_buffer(&self, path: &str) -> bool {
+                self.config.is_buffer(path)
+            }
+        }
+    };
+}
+pub(crate) use impl_loaded_network;

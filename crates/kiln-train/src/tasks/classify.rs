@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::optim::GradientsParams;
 use kiln_data::{Batch, DataError, DataLoader, EpochBatches, EvalTransform, LoaderPosition, RgbImage};
-use kiln_models::{Backbone, LayerOrdinal, LoadedModel, Model, ModelError};
+use kiln_models::{Backbone, LoadedModel, Model};
 use serde::Serialize;
 
 use crate::config::ResolvedConfig;
@@ -17,7 +17,7 @@ use crate::config::schema::ExperimentConfig;
 use crate::data::{self, ClassificationData};
 use crate::device::device;
 use crate::error::{TrainError, io};
-use crate::network::Network;
+use crate::network::impl_loaded_network;
 use crate::train_loop::{Evaluation, Task};
 
 /// The loaders and the label-smoothing of a classification run.
@@ -59,31 +59,7 @@ impl Classification {
     }
 }
 
-impl Network for LoadedModel {
-    type Module = Model;
-    fn module(&self) -> &Model {
-        &self.model
-    }
-    fn module_mut(&mut self) -> &mut Model {
-        &mut self.model
-    }
-    fn save_module(&self, module: &Model, path: &Path) -> Result<(), ModelError> {
-        kiln_models::checkpoint::save_native(module, path, &self.name, &self.config.to_json())
-    }
-    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Model>, ModelError> {
-        let restored = LoadedModel::from_native(path, device)?;
-        Ok((restored.config.to_json() == self.config.to_json()).then_some(restored.model))
-    }
-    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
-        self.config.layer_ordinal(path)
-    }
-    fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
-        self.config.no_weight_decay(path, rank)
-    }
-    fn is_buffer(&self, path: &str) -> bool {
-        self.config.is_buffer(path)
-    }
-}
+impl_loaded_network!(LoadedModel, Model, kiln_models::checkpoint::save_native);
 
 impl Task for Classification {
     type Net = LoadedModel;

@@ -13,7 +13,7 @@ use kiln_data::{
     SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig,
 };
 use kiln_models::segment::{AuxHeadConfig, LoadedSegmenter, Segmenter, SegmenterConfig};
-use kiln_models::{LayerOrdinal, ModelError, checkpoint};
+use kiln_models::checkpoint;
 use serde::Serialize;
 
 use kiln_nn::resize_bilinear;
@@ -22,7 +22,7 @@ use crate::config::ResolvedConfig;
 use crate::config::schema::TestMode;
 use crate::device::device;
 use crate::error::TrainError;
-use crate::network::Network;
+use crate::network::impl_loaded_network;
 use crate::seg_inference::{SlideWindow, infer, infer_tta};
 use crate::seg_metrics::{SegConfusion, SegMetrics};
 use crate::train_loop::{Evaluation, Task};
@@ -61,31 +61,9 @@ pub struct SegEvalResult {
     pub confusion: SegConfusion,
 }
 
-impl Network for LoadedSegmenter {
-    type Module = Segmenter;
-    fn module(&self) -> &Segmenter {
-        &self.model
-    }
-    fn module_mut(&mut self) -> &mut Segmenter {
-        &mut self.model
-    }
-    fn save_module(&self, module: &Segmenter, path: &Path) -> Result<(), ModelError> {
-        checkpoint::save_native_kind(module, path, &self.name, &self.config.to_json(), checkpoint::KIND_SEGMENTER)
-    }
-    fn load_module(&self, path: &Path, device: &Device) -> Result<Option<Segmenter>, ModelError> {
-        let restored = LoadedSegmenter::from_native(path, device)?;
-        Ok((restored.config.to_json() == self.config.to_json()).then_some(restored.model))
-    }
-    fn layer_ordinal(&self, path: &str) -> LayerOrdinal {
-        self.config.layer_ordinal(path)
-    }
-    fn no_weight_decay(&self, path: &str, rank: usize) -> bool {
-        self.config.no_weight_decay(path, rank)
-    }
-    fn is_buffer(&self, path: &str) -> bool {
-        self.config.is_buffer(path)
-    }
-}
+impl_loaded_network!(LoadedSegmenter, Segmenter, |module: &Segmenter, path, name: &str, json: &str| {
+    checkpoint::save_native_kind(module, path, name, json, checkpoint::KIND_SEGMENTER)
+});
 
 /// The class names and colours an experiment's data has: `data.classes_file`, else
 /// `<root>/classes.txt`, else ADE20K's 150 when the labels follow ADE20K's convention
