@@ -62,13 +62,7 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
     let aug = &exp.augmentation;
     let [height, width] = cfg.model.img_size();
     let channels = cfg.model.in_chans();
-    let stats = |v: &Option<Vec<f64>>, default: [f64; 3]| -> [f32; 3] {
-        let v = v.clone().unwrap_or_else(|| default.to_vec());
-        let at = |i: usize| v.get(i).or(v.first()).copied().unwrap_or(0.0) as f32;
-        [at(0), at(1), at(2)]
-    };
-    let mean = stats(&aug.mean, cfg.pretrained_cfg.mean);
-    let std = stats(&aug.std, cfg.pretrained_cfg.std);
+    let [mean, std] = normalisation(cfg);
     let mut train_transform = TrainTransformConfig::imagenet([height, width]);
     train_transform.scale = aug.rrc_scale;
     train_transform.ratio = aug.rrc_ratio;
@@ -102,6 +96,19 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
     }
     let val = DataLoader::new(val_set, Arc::new(eval_transform), val_config)?;
     Ok(ClassificationData { train, val, classes })
+}
+
+/// The input normalisation of an experiment, `[mean, std]`: `augmentation.mean`/`std` where set
+/// (one value serves every channel), else the model's pretrained defaults. Classification and
+/// segmentation both normalise by it.
+pub fn normalisation(cfg: &ResolvedConfig) -> [[f32; 3]; 2] {
+    let aug = &cfg.experiment.augmentation;
+    let stats = |v: &Option<Vec<f64>>, default: [f64; 3]| -> [f32; 3] {
+        let v = v.clone().unwrap_or_else(|| default.to_vec());
+        let at = |i: usize| v.get(i).or(v.first()).copied().unwrap_or(0.0) as f32;
+        [at(0), at(1), at(2)]
+    };
+    [stats(&aug.mean, cfg.pretrained_cfg.mean), stats(&aug.std, cfg.pretrained_cfg.std)]
 }
 
 /// timm's evaluation transform for a model with evaluation defaults `pretrained`, built for

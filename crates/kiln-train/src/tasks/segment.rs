@@ -14,12 +14,12 @@ use kiln_data::{
 };
 use kiln_models::segment::{AuxHeadConfig, LoadedSegmenter, Segmenter, SegmenterConfig};
 use kiln_models::checkpoint;
-use serde::Serialize;
-
 use kiln_nn::resize_bilinear;
+use serde::Serialize;
 
 use crate::config::ResolvedConfig;
 use crate::config::schema::TestMode;
+use crate::data::normalisation;
 use crate::device::device;
 use crate::error::TrainError;
 use crate::network::impl_loaded_network;
@@ -137,11 +137,7 @@ fn open_split(cfg: &ResolvedConfig, classes: &SegClasses, split: &str, train: bo
 fn transform_config(cfg: &ResolvedConfig, train: bool) -> SegTransformConfig {
     let exp = &cfg.experiment;
     let seg = &exp.segmentation;
-    let stats = |values: &Option<Vec<f64>>, default: [f64; 3]| -> [f32; 3] {
-        let v = values.clone().unwrap_or_else(|| default.to_vec());
-        let at = |i: usize| v.get(i).or(v.first()).copied().unwrap_or(0.0) as f32;
-        [at(0), at(1), at(2)]
-    };
+    let [mean, std] = normalisation(cfg);
     SegTransformConfig {
         crop_size: seg.crop_size.expect("filled in by load").to_array(),
         scale: if train { seg.scale } else { seg.test_scale.expect("filled in by load") },
@@ -151,8 +147,8 @@ fn transform_config(cfg: &ResolvedConfig, train: bool) -> SegTransformConfig {
         photometric: seg.photometric,
         interpolation: Interpolation::Bilinear,
         eval_size: None,
-        mean: stats(&exp.augmentation.mean, cfg.pretrained_cfg.mean),
-        std: stats(&exp.augmentation.std, cfg.pretrained_cfg.std),
+        mean,
+        std,
         channels: cfg.model.in_chans(),
     }
 }
