@@ -73,7 +73,7 @@ pub use idx::{FASHION_MNIST_CLASSES, FashionMnistSplit, IdxDataset, IdxImages, r
 pub use image::{GrayImage, RgbImage};
 pub use labels::{imagenet1k_labels, imagenet1k_wnids};
 pub use load::{load_image, load_luma_image, to_luma, to_rgb};
-pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig, LoaderPosition, Throughput};
+pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig, LoaderPosition, Shard, Throughput};
 pub use mixup::{MixKind, MixOutcome, Mixup, mixup_target};
 pub use rand_augment::{AugmentOp, OpParams, RandAugment, fill_from_mean};
 pub use resample::{Interpolation, resize};

@@ -13,6 +13,11 @@
 //! so the batches are the same for any number of workers and any thread timing, and a run resumed
 //! at a [`LoaderPosition`] (epoch, next batch) sees exactly the batches an uninterrupted run would.
 //!
+//! Data-parallel ranks each take a [`Shard`] of every batch: with per-rank batch `B` and `R`
+//! ranks, batch `k` of rank `r` holds the positions `(kR + r)B ..` of the epoch's order, so the
+//! ranks' batches `k` together are the single process's batch `k` of size `RB`, each example
+//! augmented from the same stream.
+//!
 //! Worker `w` of `N` builds batches `w, w + N, w + 2N, ...` of the epoch into its own bounded
 //! queue of `prefetch` batches (as PyTorch's `DataLoader` assigns them); the consumer takes batch
 //! `b` from queue `b mod N`, so order needs no reassembly buffer and memory stays bounded at
@@ -45,6 +50,28 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Run seed of every random choice.
     pub seed: u64,
+    /// The part of every batch this process takes, in data-parallel training.
+    pub shard: Shard,
+}
+
+/// One rank's part of the data (module docs): `index` of `count` ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank, from 0.
+    pub index: usize,
+    /// Ranks in all.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole data, for a single process.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self::WHOLE
+    }
 }
 
 impl LoaderConfig {
@@ -52,7 +79,7 @@ impl LoaderConfig {
     /// two batches ahead per worker.
     pub fn train(batch_size: usize, seed: u64) -> Self {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        LoaderConfig { batch_size, shuffle: true, drop_last: true, workers, prefetch: 2, seed }
+        LoaderConfig { batch_size, shuffle: true, drop_last: true, workers, prefetch: 2, seed, shard: Shard::WHOLE }
     }
 
     /// Evaluation: in order, every example, same threads as [`LoaderConfig::train`].
@@ -124,6 +151,9 @@ impl Schedule {
         if config.batch_size == 0 {
             return invalid("batch_size must be at least 1".into());
         }
+        if config.shard.count == 0 || config.shard.index >= config.shard.count {
+            return invalid(format!("shard {} of {} does not exist", config.shard.index, config.shard.count));
+        }
         if config.prefetch == 0 {
             return invalid("prefetch must be at least 1 batch per worker".into());
         }
@@ -132,17 +162,22 @@ impl Schedule {
         }
         let schedule = Schedule { examples, config };
         if schedule.batches_per_epoch() == 0 {
+            let ranks = config.shard.count;
             return invalid(format!(
-                "batch_size {} exceeds the {examples} examples and drop_last leaves no batch; lower the batch size",
+                "batch_size {} x {ranks} rank(s) exceeds the {examples} examples and drop_last leaves no batch; lower the batch size",
                 config.batch_size
             ));
         }
         Ok(schedule)
     }
 
+    /// This shard's batches per epoch. Training (`drop_last`) gives every shard the same count,
+    /// so the ranks step together; evaluation gives the first shards one more where the batches
+    /// do not divide evenly.
     pub(crate) fn batches_per_epoch(&self) -> usize {
         let (n, b) = (self.examples, self.config.batch_size);
-        if self.config.drop_last { n / b } else { n.div_ceil(b) }
+        let Shard { index, count } = self.config.shard;
+        if self.config.drop_last { n / b / count } else { n.div_ceil(b) / count + usize::from(index < n.div_ceil(b) % count) }
     }
 
     /// The data-set indices of epoch `epoch`, in visiting order.
@@ -154,9 +189,10 @@ impl Schedule {
         }
     }
 
-    /// Positions, within the epoch's order, of the examples of batch `batch`.
+    /// Positions, within the epoch's order, of the examples of this shard's batch `batch`.
     pub(crate) fn batch_positions(&self, batch: usize) -> std::ops::Range<usize> {
-        let start = batch * self.config.batch_size;
+        let Shard { index, count } = self.config.shard;
+        let start = (batch * count + index) * self.config.batch_size;
         start..(start + self.config.batch_size).min(self.examples)
     }
 
@@ -537,7 +573,7 @@ mod tests {
     }
 
     fn config(workers: usize) -> LoaderConfig {
-        LoaderConfig { batch_size: 4, shuffle: true, drop_last: true, workers, prefetch: 1, seed: 9 }
+        LoaderConfig { batch_size: 4, shuffle: true, drop_last: true, workers, prefetch: 1, seed: 9, shard: Shard::WHOLE }
     }
 
     #[test]

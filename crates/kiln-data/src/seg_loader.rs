@@ -170,7 +170,7 @@ mod tests {
 
     fn train_loader(workers: usize) -> SegLoader {
         let config = SegTransformConfig { crop_size: [8, 8], scale: [24, 12], ..SegTransformConfig::ade20k() };
-        let loader = LoaderConfig { batch_size: 3, shuffle: true, drop_last: true, workers, prefetch: 1, seed: 5 };
+        let loader = LoaderConfig { batch_size: 3, workers, prefetch: 1, ..LoaderConfig::train(3, 5) };
         SegLoader::new(Arc::new(Scenes(10)), Arc::new(config.build_train().unwrap()), loader).unwrap()
     }
 

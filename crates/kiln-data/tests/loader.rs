@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::{Scratch, picture, save, shipped};
 use kiln_data::{
     Batch, DataLoader, Dataset, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, ImageTransform, LabelledImages,
-    LoaderConfig, LoaderPosition, MixKind, Mixup, Subset, SubsetSpec, TrainTransformConfig,
+    LoaderConfig, LoaderPosition, MixKind, Shard, Mixup, Subset, SubsetSpec, TrainTransformConfig,
 };
 
 /// `train/<class>/...` with 3 classes of 5, 4 and 5 images of assorted sizes.
@@ -33,7 +33,7 @@ fn train_transform() -> Arc<dyn ImageTransform> {
 }
 
 fn train_loader(data: Arc<dyn Dataset>, workers: usize) -> DataLoader {
-    let config = LoaderConfig { batch_size: 4, shuffle: true, drop_last: true, workers, prefetch: 2, seed: 1234 };
+    let config = LoaderConfig { workers, prefetch: 2, ..LoaderConfig::train(4, 1234) };
     let mixup = Mixup { cutmix_alpha: 1.0, mixup_alpha: 0.8, label_smoothing: 0.1, ..Mixup::new(3) };
     DataLoader::new(data, train_transform(), config).unwrap().with_mixup(mixup, None).unwrap()
 }
@@ -196,4 +196,41 @@ fn throughput_is_measured_without_timing_assertions() {
     let t = loader.measure_throughput(0, 2).unwrap();
     assert_eq!((t.batches, t.images), (2, 8));
     assert!(t.seconds >= 0.0 && t.images_per_second() > 0.0);
+}
+
+/// Data-parallel shards: the two ranks' batches `k` (batch 2 each) are, example for example and
+/// pixel for pixel, the single process's batch `k` of 4; evaluation shards take whole batches
+/// round-robin and cover every example once.
+#[test]
+fn shards_split_every_batch_as_a_single_process_sees_it() {
+    let s = Scratch::new("loader-shards");
+    let data = folder(&s);
+    let transform = train_transform();
+    let train = |batch_size: usize, shard: Shard| {
+        let config = LoaderConfig { workers: 1, shard, ..LoaderConfig::train(batch_size, 77) };
+        collect(DataLoader::new(data.clone(), transform.clone(), config).unwrap().epoch(1))
+    };
+    let whole = train(4, Shard::WHOLE);
+    let ranks = [train(2, Shard { index: 0, count: 2 }), train(2, Shard { index: 1, count: 2 })];
+    assert_eq!(whole.len(), 3);
+    assert!(ranks.iter().all(|r| r.len() == whole.len()));
+    for (k, batch) in whole.iter().enumerate() {
+        let (a, b) = (&ranks[0][k], &ranks[1][k]);
+        assert_eq!([a.indices.clone(), b.indices.clone()].concat(), batch.indices, "batch {k}");
+        assert_eq!([a.images.clone(), b.images.clone()].concat(), batch.images, "batch {k}");
+        assert_eq!(a.position, LoaderPosition { epoch: 1, next_batch: k });
+    }
+
+    let eval = EvalTransform::imagenet([12, 10], 0.875);
+    let eval = |shard: Shard| {
+        let config = LoaderConfig { workers: 0, shard, ..LoaderConfig::eval(4) };
+        collect(DataLoader::new(data.clone(), Arc::new(eval.clone()), config).unwrap().epoch(0))
+    };
+    let shards: Vec<Vec<Batch>> = (0..3).map(|index| eval(Shard { index, count: 3 })).collect();
+    // 14 examples in batches of 4: 4 batches, so the first shard takes two
+    assert_eq!(shards.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 1]);
+    let mut seen: Vec<usize> = shards.iter().flatten().flat_map(|b| b.indices.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..14).collect::<Vec<_>>());
+    assert!(DataLoader::new(data.clone(), transform.clone(), LoaderConfig { shard: Shard { index: 2, count: 2 }, ..LoaderConfig::train(2, 0) }).is_err());
 }

@@ -1,24 +1,10 @@
-//! Backend selection at run time.
+//! Backend selection at run time: the trainer's one parser of device names.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::prelude::Device;
 
-/// The device named on the command line: `flex` (CPU, default) or `wgpu` (GPU, when built
-/// with `--features wgpu`).
+/// The device named on the command line: `flex` (CPU, default), `wgpu`, `cuda` or `cuda:N`
+/// (when built with `--features wgpu` / `--features cuda`).
 pub fn parse(name: &str) -> Result<Device> {
-    match name {
-        "flex" | "cpu" => Ok(Device::flex()),
-        "wgpu" => wgpu(),
-        other => bail!("unknown device '{other}': use flex (CPU) or wgpu (GPU)"),
-    }
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu() -> Result<Device> {
-    bail!("this kiln was built without GPU support: rebuild with `cargo build --release --features wgpu`")
+    Ok(kiln_train::device(name)?)
 }
