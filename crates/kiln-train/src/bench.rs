@@ -2,7 +2,10 @@
 //! classification task's forward, loss and backward, then the experiment's optimiser with its
 //! parameter groups) or of an inference forward, the spread of the step time, and the
 //! peak resident memory while the timed steps ran. `kiln bench` prints it; the PyTorch
-//! companion `scripts/bench_timm.py` measures the same thing for timm.
+//! companion `scripts/bench_timm.py` measures the same thing for timm. Under `mpirun` (feature
+//! `mpi`) every rank runs the step on its own batch and the gradients are averaged as in
+//! training; the report then gives the whole job's images/s and the time of the exchange, beside
+//! MPI's own all-reduce of as many floats.
 
 use std::time::Instant;
 
@@ -13,6 +16,7 @@ use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
 use serde::Serialize;
 
 use crate::config::schema::ExperimentConfig;
+use crate::distributed::{Collective, GradientSync};
 use crate::optim::{ParamPlan, optimizer};
 use crate::tasks::classify::train_step;
 
@@ -64,13 +68,22 @@ pub struct BenchReport {
     pub step_ms_max: f64,
     /// Peak resident set size of the process during the timed steps, in MiB (Linux only).
     pub peak_rss_mib: Option<f64>,
+    /// Data-parallel ranks that ran the step (images/s counts all of them).
+    pub ranks: usize,
+    /// Training over several ranks: the median time of averaging the gradients (copies in and
+    /// out included), and of MPI's own in-place all-reduce of as many floats, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_ms_median: Option<f64>,
+    /// See `sync_ms_median`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce_ms_median: Option<f64>,
 }
 
 /// Times the training loader of `cfg` alone (decoding, augmentation, batching on its worker
 /// threads, no model): `opts.steps` batches after `opts.warmup`, the batch size the
 /// experiment's. A loader much faster than the training step never starves the model.
 pub fn bench_loader(cfg: &crate::config::ResolvedConfig, opts: &BenchOptions) -> Result<BenchReport, crate::error::TrainError> {
-    let data = crate::data::build(cfg)?;
+    let data = crate::data::build(cfg, kiln_data::Shard::WHOLE)?;
     let mut batches = data.train.epoch(0);
     let mut times = Vec::with_capacity(opts.steps);
     let mut peak = None;
@@ -109,12 +122,21 @@ pub fn default_experiment(name: &str) -> ExperimentConfig {
 
 /// Builds `name` with `config` on `device` (random weights, random inputs) and times
 /// `opts.steps` steps after `opts.warmup` untimed ones; a training step is the one the trainer
-/// runs for `exp` (its loss, optimiser and parameter groups).
-pub fn bench(name: &str, config: ModelConfig, exp: &ExperimentConfig, device: &Device, opts: &BenchOptions) -> Result<BenchReport, ModelError> {
+/// runs for `exp` (its loss, gradient averaging over the ranks of `collective`, optimiser and
+/// parameter groups).
+pub fn bench(
+    name: &str,
+    config: ModelConfig,
+    exp: &ExperimentConfig,
+    device: &Device,
+    opts: &BenchOptions,
+    collective: &dyn Collective,
+) -> Result<BenchReport, ModelError> {
     let [height, width] = config.img_size();
     let shape = [opts.batch, config.in_chans(), height, width];
     let classes = config.num_classes();
     let mut times = Vec::with_capacity(opts.steps);
+    let (mut sync_times, mut allreduce_times) = (Vec::new(), Vec::new());
     let mut peak = None;
     match opts.mode {
         BenchMode::Train => {
@@ -123,6 +145,9 @@ pub fn bench(name: &str, config: ModelConfig, exp: &ExperimentConfig, device: &D
             let plan = ParamPlan::new(exp, &net);
             net.model = plan.freeze(net.model);
             let mut optim = optimizer(exp, &plan);
+            let mut sync = GradientSync::new(exp.optim.clip_grad);
+            let floats: usize = net.model.num_params();
+            let mut raw = vec![0f32; if collective.world() > 1 { floats } else { 0 }];
             let lr = exp.optim.lr.unwrap_or(1e-4);
             let labels: Vec<usize> = (0..opts.batch).map(|i| i % classes).collect();
             for step in 0..opts.warmup + opts.steps {
@@ -141,10 +166,20 @@ pub fn bench(name: &str, config: ModelConfig, exp: &ExperimentConfig, device: &D
                 };
                 let started = Instant::now();
                 let (_, grads) = train_step(&net.model, &batch, exp, classes, 1, &device);
+                device.sync().expect("device sync");
+                let sync_started = Instant::now();
+                let grads = sync.sync(&net.model, grads, collective);
+                let sync_time = sync_started.elapsed().as_secs_f64();
                 net.model = optim.step(plan.learning_rates(lr), net.model, grads);
                 device.sync().expect("device sync");
                 if step >= opts.warmup {
                     times.push(started.elapsed().as_secs_f64());
+                    if collective.world() > 1 {
+                        sync_times.push(sync_time);
+                        let raw_started = Instant::now();
+                        collective.sum_f32(&mut raw);
+                        allreduce_times.push(raw_started.elapsed().as_secs_f64());
+                    }
                 }
             }
         }
@@ -166,7 +201,17 @@ pub fn bench(name: &str, config: ModelConfig, exp: &ExperimentConfig, device: &D
             }
         }
     }
-    Ok(report(name.to_string(), opts, opts.batch, [height, width], times, peak))
+    let mut report = report(name.to_string(), opts, opts.batch, [height, width], times, peak);
+    report.ranks = collective.world();
+    report.images_per_s *= collective.world() as f64;
+    report.sync_ms_median = median(sync_times).map(|s| 1e3 * s);
+    report.allreduce_ms_median = median(allreduce_times).map(|s| 1e3 * s);
+    Ok(report)
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 fn report(model: String, opts: &BenchOptions, batch: usize, img_size: [usize; 2], mut times: Vec<f64>, peak: Option<PeakMemory>) -> BenchReport {
@@ -183,6 +228,9 @@ fn report(model: String, opts: &BenchOptions, batch: usize, img_size: [usize; 2]
         step_ms_min: 1e3 * times[0],
         step_ms_max: 1e3 * times[times.len() - 1],
         peak_rss_mib: peak.and_then(|p| p.read()),
+        ranks: 1,
+        sync_ms_median: None,
+        allreduce_ms_median: None,
     }
 }
 

@@ -24,6 +24,34 @@ pub struct RunState {
     pub next_batch: usize,
     /// Best evaluation so far (by `checkpoint.keep_best_by`).
     pub best: Option<f64>,
+    /// Examples per optimiser step over all ranks (per-rank batch x ranks) when saved; absent in
+    /// checkpoints from before data-parallel training, which were single-process.
+    #[serde(default)]
+    pub global_batch: Option<usize>,
+}
+
+impl RunState {
+    /// Moves the data position of a run saved with another global batch (another number of
+    /// ranks) to the first batch at or after the examples already seen, so a run resumed on more
+    /// or fewer ranks repeats none of the epoch; an epoch's last, partial stretch may be skipped.
+    pub(crate) fn continue_with_global_batch(&mut self, global_batch: usize, batches_per_epoch: usize, quiet: bool) {
+        let saved = self.global_batch.unwrap_or(global_batch);
+        if saved == global_batch {
+            return;
+        }
+        let seen = self.next_batch * saved;
+        self.next_batch = seen.div_ceil(global_batch);
+        if self.next_batch >= batches_per_epoch {
+            (self.epoch, self.next_batch) = (self.epoch + 1, 0);
+        }
+        if !quiet {
+            eprintln!(
+                "resuming a run saved with global batch {saved} at global batch {global_batch}: {seen} examples of epoch {} were seen; continuing at batch {}",
+                self.epoch + 1,
+                self.next_batch
+            );
+        }
+    }
 }
 
 

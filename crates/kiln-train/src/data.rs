@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kiln_data::{
     CropMode, DataError, Dataset, DataLoader, EvalTransform, FashionMnistSplit, IdxDataset, ImageFolder, Interpolation,
-    LabelledImages, LoaderConfig, Mixup, RgbImage, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
+    LabelledImages, LoaderConfig, Mixup, RgbImage, Shard, Subset, SubsetSpec, TrainTransformConfig, read_class_list,
 };
 
 use kiln_models::PretrainedCfg;
@@ -23,8 +23,8 @@ pub struct ClassificationData {
     pub classes: Vec<String>,
 }
 
-/// Opens the data sets and builds both loaders.
-pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
+/// Opens the data sets and builds both loaders, for this rank's `shard` of every batch.
+pub fn build(cfg: &ResolvedConfig, shard: Shard) -> Result<ClassificationData, DataError> {
     let exp = &cfg.experiment;
     let data = &exp.data;
     let root = data.root.clone().unwrap_or_else(|| PathBuf::from("datasets/fashion-mnist"));
@@ -78,8 +78,8 @@ pub fn build(cfg: &ResolvedConfig) -> Result<ClassificationData, DataError> {
     let crop_pct = aug.crop_pct.unwrap_or(cfg.pretrained_cfg.crop_pct);
     let eval_transform = eval_transform(&cfg.pretrained_cfg, [height, width], channels, crop_pct, mean, std)?;
 
-    let mut train_config = LoaderConfig::train(data.batch_size, exp.train.seed);
-    let mut val_config = LoaderConfig::eval(data.batch_size);
+    let mut train_config = LoaderConfig { shard, ..LoaderConfig::train(data.batch_size, exp.train.seed) };
+    let mut val_config = LoaderConfig { shard, ..LoaderConfig::eval(data.batch_size) };
     if data.workers > 0 {
         train_config.workers = data.workers;
         val_config.workers = data.workers;

@@ -42,6 +42,9 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
+    /// Data-parallel training that cannot start.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// A run directory that cannot be resumed.
     #[error("cannot resume from {path}: {reason}")]
     Resume {

@@ -19,9 +19,13 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod ema;
+pub mod launcher;
 pub mod error;
 mod metrics_log;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod network;
 mod optim;
 pub mod plot;

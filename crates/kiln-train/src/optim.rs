@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId};
-use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
@@ -26,18 +25,20 @@ pub(crate) struct ParamPlan {
     lr_scales: Vec<(ParamGroup, f64)>,
     /// Everything outside the head (classifier or decode heads), with `model.freeze_backbone`.
     frozen: HashSet<ParamId>,
+    /// The buffers (BatchNorm statistics): no optimiser's, but averaged over data-parallel ranks.
+    pub(crate) buffers: Vec<ParamId>,
 }
 
 impl ParamPlan {
     pub(crate) fn new<N: Network>(exp: &ExperimentConfig, net: &N) -> Self {
-        // learnable parameters only, by the model's own names
-        let params: Vec<(ParamId, String, usize)> = net
+        // by the model's own names; learnable parameters apart from buffers
+        let (buffers, params): (Vec<(ParamId, String, usize)>, _) = net
             .module()
             .collect(None, None, true)
             .into_iter()
-            .filter(|t| !net.is_buffer(&t.name))
             .map(|t| (ParamId::from(t.param_id.expect("module tensors carry their parameter id")), t.name, t.shape.len()))
-            .collect();
+            .partition(|(_, name, _)| net.is_buffer(name));
+        let buffers = buffers.into_iter().map(|(id, _, _)| id).collect();
         let no_decay = params.iter().filter(|(_, name, rank)| net.no_weight_decay(name, *rank)).map(|(id, _, _)| *id).collect();
         let names: Vec<String> = params.iter().map(|(_, name, _)| name.clone()).collect();
         let mut by_scale: Vec<(f64, Vec<ParamId>)> = Vec::new();
@@ -56,7 +57,7 @@ impl ParamPlan {
         } else {
             HashSet::new()
         };
-        Self { no_decay, lr_scales, frozen }
+        Self { no_decay, lr_scales, frozen, buffers }
     }
 
     /// The learning rate of every parameter at a step whose base rate is `lr`.
@@ -78,22 +79,21 @@ impl ParamPlan {
 }
 
 /// AdamW or SGD; with `no_weight_decay_on_norm_bias`, the plan's no-decay parameters get no
-/// weight decay, as timm's `param_groups_weight_decay`.
+/// weight decay, as timm's `param_groups_weight_decay`. `optim.clip_grad` is not the
+/// optimiser's: burn clips each tensor by its own norm, timm all of them by their global norm,
+/// which the loop does on the averaged gradient (`distributed::GradientSync`).
 pub(crate) fn optimizer(exp: &ExperimentConfig, plan: &ParamPlan) -> ModuleOptimizer {
     let o = &exp.optim;
-    let clip = o.clip_grad.map(|c| GradientClippingConfig::Norm(c as f32));
     let group = ParamGroup::from_ids(plan.no_decay.clone());
-    let clip_init = || clip.as_ref().map(|c| c.init());
     match o.name {
         OptimizerName::Adamw => {
             let config = AdamWConfig::new()
                 .with_beta_1(o.betas[0] as f32)
                 .with_beta_2(o.betas[1] as f32)
-                .with_epsilon(o.eps as f32)
-                .with_grad_clipping(clip.clone());
+                .with_epsilon(o.eps as f32);
             let decayed = config.clone().with_weight_decay(o.weight_decay as f32).init();
             if o.no_weight_decay_on_norm_bias {
-                decayed.with_group(group, config.with_weight_decay(0.0).build(), clip_init())
+                decayed.with_group(group, config.with_weight_decay(0.0).build(), None)
             } else {
                 decayed
             }
@@ -102,13 +102,13 @@ pub(crate) fn optimizer(exp: &ExperimentConfig, plan: &ParamPlan) -> ModuleOptim
             let momentum = (o.momentum > 0.0).then(|| {
                 MomentumConfig::new().with_momentum(o.momentum).with_dampening(0.0).with_nesterov(o.nesterov)
             });
-            let config = SgdConfig::new().with_momentum(momentum).with_gradient_clipping(clip.clone());
+            let config = SgdConfig::new().with_momentum(momentum);
             let decayed = config
                 .clone()
                 .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(o.weight_decay as f32)))
                 .init();
             if o.no_weight_decay_on_norm_bias {
-                decayed.with_group(group, config.with_weight_decay(None).build(), clip_init())
+                decayed.with_group(group, config.with_weight_decay(None).build(), None)
             } else {
                 decayed
             }

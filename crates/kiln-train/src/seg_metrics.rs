@@ -63,6 +63,14 @@ impl SegConfusion {
         self.counts[truth * self.num_classes + predicted]
     }
 
+    /// Adds the counts of the other data-parallel ranks (`collective`), so every rank holds the
+    /// counts of the whole evaluation set; counts stay exact (below 2^53 pixels).
+    pub fn sum_over_ranks(&mut self, collective: &dyn crate::distributed::Collective) {
+        let mut wide: Vec<f64> = self.counts.iter().map(|&c| c as f64).collect();
+        collective.sum_f64(&mut wide);
+        self.counts = wide.into_iter().map(|c| c as u64).collect();
+    }
+
     /// The rows, `[truth][predicted]`.
     pub fn rows(&self) -> Vec<Vec<u64>> {
         self.counts.chunks(self.num_classes.max(1)).map(<[u64]>::to_vec).collect()

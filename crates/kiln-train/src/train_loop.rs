@@ -14,6 +14,7 @@ use kiln_data::{DataError, EpochBatches, LoaderPosition};
 use crate::checkpoint::{RunState, load_checkpoint, save_checkpoint};
 use crate::config::ResolvedConfig;
 use crate::config::schema::{BestMetric, ExperimentConfig};
+use crate::distributed::{Collective, GradientSync, average_buffers};
 use crate::ema::Ema;
 use crate::error::TrainError;
 use crate::metrics_log::MetricsLog;
@@ -68,6 +69,8 @@ pub struct TrainSummary {
     pub steps: usize,
     /// Wall time of this invocation.
     pub seconds: f64,
+    /// This process's data-parallel rank (0 alone), so only rank 0 reports.
+    pub rank: usize,
 }
 
 /// Where a loader is within an epoch.
@@ -106,8 +109,9 @@ pub trait Task {
     /// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients
     /// sum) and the gradients.
     fn train_step(&self, module: &<Self::Net as Network>::Module, batch: &Self::Batch, accum: usize, device: &Device) -> (f32, GradientsParams);
-    /// Evaluates `module` on the validation data.
-    fn evaluate(&self, module: &<Self::Net as Network>::Module, device: &Device) -> Result<Evaluation, TrainError>;
+    /// Evaluates `module` on this rank's shard of the validation data, the counts summed over
+    /// the ranks by `collective`, so every rank gets the metrics of the whole split.
+    fn evaluate(&self, module: &<Self::Net as Network>::Module, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError>;
 }
 
 /// Where the loop is when it asks what is due.
@@ -162,11 +166,23 @@ fn due(exp: &ExperimentConfig, state: &RunState, at: At, epochs_done: usize, epo
     }
 }
 
-/// The loop: steps, accumulation, EMA, evaluations, checkpoints and logs, for any task.
-pub fn run<T: Task>(cfg: &ResolvedConfig, opts: &TrainOptions, task: &T, mut net: T::Net, device: &Device) -> Result<TrainSummary, TrainError> {
+/// The loop: steps, accumulation, EMA, evaluations, checkpoints and logs, for any task, on this
+/// rank of `collective` (the task's loaders hold this rank's shard). Gradients are averaged over
+/// the ranks before each optimiser step; rank 0 alone writes logs, curves and checkpoints.
+pub fn run<T: Task>(
+    cfg: &ResolvedConfig,
+    opts: &TrainOptions,
+    task: &T,
+    mut net: T::Net,
+    device: &Device,
+    collective: &dyn Collective,
+) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     let exp = &cfg.experiment;
     let run_dir = cfg.output_dir().to_path_buf();
+    let lead = collective.rank() == 0;
+    let quiet = opts.quiet || !lead;
+    let global_batch = exp.data.batch_size * collective.world();
     let accum = exp.train.accum_steps.max(1);
     let steps_per_epoch = (task.batches_per_epoch() / accum).max(1);
     let schedule = LrSchedule::new(&exp.schedule, cfg.lr(), steps_per_epoch);
@@ -180,19 +196,29 @@ pub fn run<T: Task>(cfg: &ResolvedConfig, opts: &TrainOptions, task: &T, mut net
     let mut ema = exp.train.ema.then(|| Ema::new(net.module(), exp.train.ema_decay));
     let last_dir = run_dir.join("checkpoints").join("last");
     let resumed_from = if opts.resume { Some(load_checkpoint(&last_dir, &mut net, &mut state, &mut ema, device)?) } else { None };
+    if resumed_from.is_some() {
+        state.continue_with_global_batch(global_batch, steps_per_epoch, quiet);
+    }
+    state.global_batch = Some(global_batch);
+    if collective.world() > 1 && !quiet {
+        eprintln!("data-parallel: {} ranks x batch {} = global batch {global_batch}", collective.world(), exp.data.batch_size);
+    }
     let plan = ParamPlan::new(exp, &net);
     *net.module_mut() = plan.freeze(net.module().clone());
+    let buffers = plan.buffers.clone();
     let mut optim = optimizer(exp, &plan);
+    let mut sync = GradientSync::new(exp.optim.clip_grad);
     if let Some(dir) = resumed_from {
         let path = dir.join("optimizer.bin");
         optim = optim.load(&path).map_err(|e| TrainError::Resume { path, reason: format!("optimizer state: {e:?}") })?;
     }
-    let mut run = Run { exp, opts, task, device, log: MetricsLog::open(&run_dir, opts.resume, T::METRICS)?, run_dir, started, last_eval: None };
+    let log = if lead { Some(MetricsLog::open(&run_dir, opts.resume, T::METRICS)?) } else { None };
+    let mut run = Run { exp, quiet, task, device, collective, buffers, log, run_dir, started, last_eval: None };
 
     'epochs: while state.epoch < epochs && state.step < total_steps {
         let epoch = state.epoch;
         let mut batches = task.epoch(LoaderPosition { epoch, next_batch: state.next_batch })?;
-        let bar = progress(opts.quiet, (batches.remaining() + state.next_batch) as u64, epoch, epochs);
+        let bar = progress(quiet, (batches.remaining() + state.next_batch) as u64, epoch, epochs);
         bar.set_position(state.next_batch as u64);
         let mut accumulator = GradientsAccumulator::<<T::Net as Network>::Module>::new();
         let mut pending = 0;
@@ -215,8 +241,9 @@ pub fn run<T: Task>(cfg: &ResolvedConfig, opts: &TrainOptions, task: &T, mut net
                 (state.epoch, state.next_batch) = (position.epoch, position.next_batch);
                 continue;
             }
+            let grads = sync.sync(net.module(), accumulator.grads(), collective);
             let module = net.module().clone();
-            *net.module_mut() = optim.step(plan.learning_rates(lr), module, accumulator.grads());
+            *net.module_mut() = optim.step(plan.learning_rates(lr), module, grads);
             if let Some(ema) = &mut ema {
                 ema.update(net.module());
             }
@@ -224,9 +251,14 @@ pub fn run<T: Task>(cfg: &ResolvedConfig, opts: &TrainOptions, task: &T, mut net
             state.step += 1;
             (state.epoch, state.next_batch) = (position.epoch, position.next_batch);
             if state.step % exp.logging.interval_iters.max(1) == 0 {
-                let images_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
-                run.log.write(&serde_json::json!({
+                // every rank takes the same number of images per step
+                let images_per_s = (window.1 * collective.world()) as f64 / window.0.elapsed().as_secs_f64();
+                let mut mean_loss = [loss as f64];
+                collective.sum_f64(&mut mean_loss);
+                let loss = (mean_loss[0] / collective.world() as f64) as f32;
+                run.log_write(&serde_json::json!({
                     "kind": "train", "epoch": epoch, "step": state.step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
+                    "global_batch": global_batch,
                 }))?;
                 bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {images_per_s:.0} img/s"));
                 window = (Instant::now(), 0);
@@ -234,36 +266,46 @@ pub fn run<T: Task>(cfg: &ResolvedConfig, opts: &TrainOptions, task: &T, mut net
             // the step that ends the epoch is handled at the epoch's end below
             if batches.remaining() > 0 {
                 let due = due(exp, &state, At::MidEpoch, epoch + 1, epochs, total_steps, stop_requested(opts, &state));
-                if run.evaluate_and_checkpoint(due, At::MidEpoch, &bar, &net, ema.as_ref(), &optim, &mut state, epoch)? {
+                if run.evaluate_and_checkpoint(due, At::MidEpoch, &bar, &mut net, ema.as_ref(), &optim, &mut state, epoch)? {
                     break 'epochs;
                 }
             }
         }
         bar.finish_and_clear();
         let due = due(exp, &state, At::EpochEnd, epoch + 1, epochs, total_steps, stop_requested(opts, &state));
-        if run.evaluate_and_checkpoint(due, At::EpochEnd, &bar, &net, ema.as_ref(), &optim, &mut state, epoch)? {
+        if run.evaluate_and_checkpoint(due, At::EpochEnd, &bar, &mut net, ema.as_ref(), &optim, &mut state, epoch)? {
             break;
         }
     }
-    if exp.logging.plots {
-        run.log.plot(&run.run_dir)?;
+    if let Some(log) = run.log.as_ref().filter(|_| exp.logging.plots) {
+        log.plot(&run.run_dir)?;
     }
-    Ok(TrainSummary { run_dir: run.run_dir, last_eval: run.last_eval, steps: state.step, seconds: run.started.elapsed().as_secs_f64() })
+    Ok(TrainSummary { run_dir: run.run_dir, last_eval: run.last_eval, steps: state.step, seconds: run.started.elapsed().as_secs_f64(), rank: collective.rank() })
 }
 
 /// What a run holds besides the network and its optimiser: its settings, its task, its log.
 struct Run<'a, T: Task> {
     exp: &'a ExperimentConfig,
-    opts: &'a TrainOptions,
+    /// No progress bars or evaluation lines (`--quiet`, and every rank but 0).
+    quiet: bool,
     task: &'a T,
     device: &'a Device,
-    log: MetricsLog,
+    collective: &'a dyn Collective,
+    /// The network's buffers (BatchNorm statistics), averaged over the ranks before evaluating.
+    buffers: Vec<burn::module::ParamId>,
+    /// The metrics files, on rank 0.
+    log: Option<MetricsLog>,
     run_dir: PathBuf,
     started: Instant,
     last_eval: Option<Evaluation>,
 }
 
 impl<T: Task> Run<'_, T> {
+    /// Appends `record` to the metrics files (rank 0; the other ranks write nothing).
+    fn log_write(&mut self, record: &serde_json::Value) -> Result<(), TrainError> {
+        self.log.as_mut().map_or(Ok(()), |log| log.write(record))
+    }
+
     /// Carries out what `due` says, in this order: the evaluation (printed above the progress
     /// bar) and its record, the curves (at an epoch's end), `last`, and `best` when the
     /// evaluation is the best so far. Returns whether the loop leaves.
@@ -273,22 +315,30 @@ impl<T: Task> Run<'_, T> {
         due: Due,
         at: At,
         bar: &ProgressBar,
-        net: &T::Net,
+        net: &mut T::Net,
         ema: Option<&Ema<<T::Net as Network>::Module>>,
         optim: &ModuleOptimizer,
         state: &mut RunState,
         epoch: usize,
     ) -> Result<bool, TrainError> {
+        if due.evaluate || due.save_last {
+            // timm's `--dist-bn reduce`: the ranks' BatchNorm statistics, averaged, are what is
+            // evaluated and saved (burn folds the last forward's statistics in lazily: `valid`)
+            let _ = net.module().valid();
+            *net.module_mut() = average_buffers(net.module().clone(), &self.buffers, self.collective);
+        }
         let is_best = if due.evaluate { bar.suspend(|| self.evaluate_and_log(net, ema, state, epoch))? } else { false };
-        if at == At::EpochEnd && self.exp.logging.plots {
-            self.log.plot(&self.run_dir)?;
+        if let Some(log) = self.log.as_ref().filter(|_| at == At::EpochEnd && self.exp.logging.plots) {
+            log.plot(&self.run_dir)?;
         }
         let checkpoints = self.run_dir.join("checkpoints");
-        if due.save_last {
-            save_checkpoint(&checkpoints.join("last"), net, ema, optim, state)?;
-        }
-        if is_best {
-            save_checkpoint(&checkpoints.join("best"), net, ema, optim, state)?;
+        if self.collective.rank() == 0 {
+            if due.save_last {
+                save_checkpoint(&checkpoints.join("last"), net, ema, optim, state)?;
+            }
+            if is_best {
+                save_checkpoint(&checkpoints.join("best"), net, ema, optim, state)?;
+            }
         }
         if due.stop {
             bar.finish_and_clear();
@@ -306,26 +356,26 @@ impl<T: Task> Run<'_, T> {
         state: &mut RunState,
         epoch: usize,
     ) -> Result<bool, TrainError> {
-        let eval = self.task.evaluate(net.module(), self.device)?;
+        let eval = self.task.evaluate(net.module(), self.device, self.collective)?;
         let mut record = serde_json::json!({ "kind": "eval", "epoch": epoch, "step": state.step });
         record.as_object_mut().expect("an object").extend(eval.metrics.clone());
         let mut shown = eval.clone();
         let mut decisive = eval;
         if let Some(ema) = ema.filter(|_| self.exp.eval.ema) {
-            let ema_eval = self.task.evaluate(&ema.model, self.device)?;
+            let ema_eval = self.task.evaluate(&ema.model, self.device, self.collective)?;
             for (name, value) in &ema_eval.metrics {
                 record[format!("{name}_ema")] = value.clone();
             }
             shown.line += &format!("  |  EMA {}", ema_eval.line);
             decisive = ema_eval;
         }
-        self.log.write(&record)?;
+        self.log_write(&record)?;
         let score = decisive.score(self.exp.checkpoint.keep_best_by.unwrap_or(BestMetric::Top1));
         let is_best = state.best.is_none_or(|best| score > best);
         if is_best {
             state.best = Some(score);
         }
-        if !self.opts.quiet {
+        if !self.quiet {
             eprintln!("epoch {}, step {}: {}  ({:.0} s)", epoch + 1, state.step, shown.line, self.started.elapsed().as_secs_f64());
         }
         self.last_eval = Some(shown);

@@ -138,7 +138,7 @@ fn every_backbone_family_takes_a_segmentation_training_step() {
         // the network as the run initialises it (same seed, same order of draws)
         let device = Device::flex().autodiff();
         device.seed(cfg.experiment.train.seed);
-        let (_, initial) = Segmentation::build(&cfg, &device, true).unwrap();
+        let (_, initial) = Segmentation::build(&cfg, &device, kiln_data::Shard::WHOLE, true).unwrap();
         let initial: Vec<(String, Vec<f32>)> = initial
             .model
             .collect(None, None, true)

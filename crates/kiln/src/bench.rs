@@ -72,6 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let device = device::parse(args.device.as_deref().unwrap_or(&device_name))?;
+    let collective = kiln_train::launcher::from_launcher()?;
     let modes = match args.mode.as_str() {
         "train" => vec![BenchMode::Train],
         "infer" => vec![BenchMode::Infer],
@@ -79,8 +80,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     for mode in modes {
         let opts = BenchOptions { batch: args.batch.unwrap_or(batch), warmup: args.warmup, steps: args.steps.max(1), mode };
-        let report = bench(&name, config.clone(), &experiment, &device, &opts)?;
-        print_report(&report, args.json);
+        let report = bench(&name, config.clone(), &experiment, &device, &opts, collective.as_ref())?;
+        if collective.rank() == 0 {
+            print_report(&report, args.json);
+        }
     }
     Ok(())
 }
@@ -96,8 +99,12 @@ fn print_report(r: &BenchReport, json: bool) {
         BenchMode::Data => "data loader",
     };
     let memory = r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into());
+    let ranks = if r.ranks > 1 { format!(" x {} ranks", r.ranks) } else { String::new() };
     println!(
-        "{} {mode} batch {} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}",
+        "{} {mode} batch {}{ranks} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}",
         r.model, r.batch, r.img_size[0], r.img_size[1], r.images_per_s, r.step_ms_median, r.step_ms_min, r.step_ms_max
     );
+    if let (Some(sync), Some(raw)) = (r.sync_ms_median, r.allreduce_ms_median) {
+        println!("  gradient averaging {sync:.1} ms per step; MPI's in-place all-reduce of as many floats {raw:.1} ms ({:.2}x)", sync / raw);
+    }
 }

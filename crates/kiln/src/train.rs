@@ -24,10 +24,17 @@ pub struct Args {
     /// Stop after this many optimiser steps (a checkpoint is written; --resume continues).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Train data-parallel on these GPUs of this machine, e.g. cuda:0,cuda:1 (train.devices;
+    /// needs a kiln built with --features cuda). Across processes or machines, use mpirun.
+    #[arg(long, value_delimiter = ',', value_name = "DEVICE,...")]
+    devices: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let mut overrides = args.set;
+    if !args.devices.is_empty() {
+        overrides.push(format!("train.devices={:?}", args.devices));
+    }
     if let Some(dir) = &args.output_dir {
         overrides.push(format!("logging.output_dir={:?}", dir.display().to_string()));
     }
@@ -38,6 +45,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let options = TrainOptions { resume: args.resume, max_steps: args.max_steps, quiet: false };
     let summary = train(&resolved, &options)?;
+    if summary.rank != 0 {
+        return Ok(());
+    }
     match &summary.last_eval {
         Some(eval) => {
             println!("done: {} steps in {:.0} s; {}; run in {}", summary.steps, summary.seconds, eval.line, summary.run_dir.display())

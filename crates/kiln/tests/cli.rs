@@ -332,3 +332,40 @@ fn fashion_scenes_segmentation_trains_evaluates_and_predicts_through_the_cli() {
     let out = kiln(&["predict", "--config", config, image.to_str().unwrap()]);
     assert_clean_failure(&out, "--weights");
 }
+
+/// Started as one of several ranks by an MPI launcher, a kiln built without the `mpi` feature
+/// refuses (each rank would train alone into the same run directory) and says how to rebuild.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn ranks_started_by_a_launcher_need_the_mpi_feature() {
+    let dir = scratch("no-mpi");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", "configs/quickstart.toml", "--max-steps", "1", "--output-dir", dir.join("run").to_str().unwrap()])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "--features mpi");
+    assert!(!dir.join("run/metrics.jsonl").exists(), "a refused rank wrote a log");
+}
+
+/// `--devices` lists the GPUs of one process's data-parallel ranks: CUDA devices only (burn's
+/// collectives run on CUDA alone), and a kiln built without CUDA says how to get one.
+#[test]
+fn devices_must_be_cuda_gpus_of_a_cuda_build() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let run = |devices: &str| {
+        let dir = scratch(&format!("devices-{}", devices.replace([',', ':'], "-")));
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["train", "configs/quickstart.toml", "--max-steps", "1", "--devices", devices])
+            .args(["--output-dir", dir.join("run").to_str().unwrap()])
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
+    assert_clean_failure(&run("flex,flex"), "only CUDA has");
+    assert_clean_failure(&run("cuda:0,cuda:0"), "names a device twice");
+    if !cfg!(feature = "cuda") {
+        assert_clean_failure(&run("cuda:0,cuda:1"), "--features cuda");
+    }
+}

@@ -265,17 +265,23 @@ fn fill_model_defaults(experiment: &mut ExperimentConfig, model: &ResolvedModel)
     }
 }
 
+/// timm train.py's learning rate for an experiment that sets none, trained on `ranks`
+/// data-parallel ranks: `lr_base * global_batch / lr_base_size` (square-rooted for adaptive
+/// optimisers), `lr_base` 0.1 and `lr_base_size` 256, where `global_batch` is `data.batch_size *
+/// train.accum_steps * ranks`.
+pub fn timm_lr(experiment: &ExperimentConfig, ranks: usize) -> f64 {
+    let ratio = (experiment.data.batch_size * experiment.train.accum_steps * ranks) as f64 / 256.0;
+    let scale = match experiment.optim.name {
+        OptimizerName::Adamw => ratio.sqrt(),
+        OptimizerName::Sgd => ratio,
+    };
+    0.1 * scale
+}
+
 /// timm's learning-rate rule, the default warm-up, and the run directory.
 fn fill_training_defaults(experiment: &mut ExperimentConfig, source: &Path) {
     if experiment.optim.lr.is_none() {
-        // timm train.py: lr = lr_base * global_batch / lr_base_size, with sqrt scaling for
-        // adaptive optimisers; lr_base = 0.1, lr_base_size = 256
-        let ratio = (experiment.data.batch_size * experiment.train.accum_steps) as f64 / 256.0;
-        let scale = match experiment.optim.name {
-            OptimizerName::Adamw => ratio.sqrt(),
-            OptimizerName::Sgd => ratio,
-        };
-        experiment.optim.lr = Some(0.1 * scale);
+        experiment.optim.lr = Some(timm_lr(experiment, 1));
     }
     experiment.checkpoint.keep_best_by.get_or_insert(match experiment.task {
         Task::Classification => BestMetric::Top1,

@@ -539,11 +539,16 @@ pub struct TrainSection {
     pub ema_decay: f64,
     /// `flex` (CPU), `wgpu` or `cuda`, optionally with an index (`cuda:1`).
     pub device: String,
+    /// Train data-parallel on these GPUs of one machine (`["cuda:0", "cuda:1"]`, kiln built with
+    /// `--features cuda`): one rank per device, gradients averaged by burn's collectives. Empty:
+    /// `device` alone. Across processes and machines, launch with `mpirun` instead (README).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
-        Self { seed: 42, accum_steps: 1, ema: false, ema_decay: 0.9998, device: "flex".to_string() }
+        Self { seed: 42, accum_steps: 1, ema: false, ema_decay: 0.9998, device: "flex".to_string(), devices: Vec::new() }
     }
 }
 

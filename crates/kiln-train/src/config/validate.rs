@@ -469,6 +469,13 @@ fn check_loop(config: &ExperimentConfig, c: &mut Checker<'_>) {
     if !["flex", "wgpu", "cuda"].contains(&kind) || index.is_some_and(|i| i.parse::<usize>().is_err()) {
         c.fail("train.device", format!("unknown device `{device}`; use flex (CPU), wgpu or cuda, optionally with an index (cuda:1)"));
     }
+    let devices = &config.train.devices;
+    let cuda = |d: &String| d.strip_prefix("cuda").is_some_and(|rest| rest.is_empty() || rest.strip_prefix(':').is_some_and(|i| i.parse::<usize>().is_ok()));
+    if !devices.iter().all(cuda) {
+        c.fail("train.devices", format!("{devices:?}: several devices in one process train through burn's collectives, which only CUDA has; list CUDA devices (\"cuda:0\", \"cuda:1\"), or launch one process per device with mpirun (README)"));
+    } else if (1..devices.len()).any(|i| devices[..i].contains(&devices[i])) {
+        c.fail("train.devices", format!("{devices:?} names a device twice"));
+    }
     c.at_least_one("eval.interval_epochs", config.eval.interval_epochs, "the evaluation interval");
     if let Some(iters) = config.eval.interval_iters {
         c.at_least_one("eval.interval_iters", iters, "the evaluation interval");

@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::optim::GradientsParams;
-use kiln_data::{Batch, DataError, DataLoader, EpochBatches, EvalTransform, LoaderPosition, RgbImage};
+use kiln_data::{Batch, DataError, DataLoader, EpochBatches, EvalTransform, LoaderPosition, RgbImage, Shard};
 use kiln_models::{Backbone, LoadedModel, Model};
 use serde::Serialize;
 
@@ -16,6 +16,7 @@ use crate::config::ResolvedConfig;
 use crate::config::schema::ExperimentConfig;
 use crate::data::{self, ClassificationData};
 use crate::device::device;
+use crate::distributed::{Collective, SingleProcess};
 use crate::error::{TrainError, io};
 use crate::network::impl_loaded_network;
 use crate::train_loop::{Evaluation, Task};
@@ -27,11 +28,11 @@ pub struct Classification {
 }
 
 impl Classification {
-    /// The experiment's data and its classifier: the head follows the data unless the
-    /// experiment sets the class count itself; `model.pretrained` is loaded.
-    pub fn build(cfg: &ResolvedConfig, device: &Device, quiet: bool) -> Result<(Self, LoadedModel), TrainError> {
+    /// The experiment's data (this rank's `shard` of it) and its classifier: the head follows
+    /// the data unless the experiment sets the class count itself; `model.pretrained` is loaded.
+    pub fn build(cfg: &ResolvedConfig, device: &Device, shard: Shard, quiet: bool) -> Result<(Self, LoadedModel), TrainError> {
         let exp = &cfg.experiment;
-        let data = data::build(cfg)?;
+        let data = data::build(cfg, shard)?;
         let mut model_config = cfg.model.clone();
         let classes = data.classes.len();
         if model_config.num_classes() != classes {
@@ -79,8 +80,8 @@ impl Task for Classification {
     fn train_step(&self, module: &Model, batch: &Batch, accum: usize, device: &Device) -> (f32, GradientsParams) {
         train_step(module, batch, &self.exp, self.data.classes.len(), accum, device)
     }
-    fn evaluate(&self, module: &Model, device: &Device) -> Result<Evaluation, TrainError> {
-        let eval = evaluate(module, &self.data.val, self.data.classes.len(), device)?;
+    fn evaluate(&self, module: &Model, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError> {
+        let eval = evaluate(module, &self.data.val, self.data.classes.len(), device, collective)?;
         let metrics = serde_json::json!({ "top1": eval.top1, "top5": eval.top5, "loss": eval.loss });
         Ok(Evaluation {
             metrics: metrics.as_object().expect("an object").clone(),
@@ -134,28 +135,40 @@ pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (targets * log_softmax(logits, 1)).sum_dim(1).mean().neg()
 }
 
-/// Top-1/top-5 accuracy, loss, per-class accuracy and confusion matrix over `loader`.
-pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: &Device) -> Result<EvalResult, DataError> {
+/// Top-1/top-5 accuracy, loss, per-class accuracy and confusion matrix over `loader`, whose
+/// shard of the data this rank evaluates; the counts are summed over the ranks of `collective`.
+/// Each example's loss is kept in its own slot and the slots summed in data-set order, so the
+/// mean loss, like the counts, is the same bit for bit on any number of ranks.
+pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: &Device, collective: &dyn Collective) -> Result<EvalResult, DataError> {
     let model = model.valid();
     let device = device.clone().inner();
     let k = num_classes.min(5);
-    let (mut top1, mut topk, mut total, mut loss_sum) = (0usize, 0usize, 0usize, 0f64);
+    let (mut top1, mut topk) = (0usize, 0usize);
     let mut confusion = vec![vec![0usize; num_classes]; num_classes];
+    let mut losses = vec![0f64; loader.dataset().len()];
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), &device);
         let logits = model.forward(x);
         let log_probs = log_softmax(logits, 1).into_data().try_to_vec::<f32>().expect("f32 logits");
-        for (row, &label) in log_probs.chunks(num_classes).zip(&batch.labels) {
+        for ((row, &label), &index) in log_probs.chunks(num_classes).zip(&batch.labels).zip(&batch.indices) {
             let mut order: Vec<usize> = (0..num_classes).collect();
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             top1 += (order[0] == label) as usize;
             topk += order[..k].contains(&label) as usize;
             confusion[label][order[0]] += 1;
-            loss_sum -= row[label] as f64;
-            total += 1;
+            losses[index] = -row[label] as f64;
         }
     }
+    // one exchange: [top-1, top-k, confusion..., losses...]
+    let mut totals: Vec<f64> = [top1, topk].into_iter().chain(confusion.iter().flatten().copied()).map(|n| n as f64).collect();
+    totals.extend_from_slice(&losses);
+    collective.sum_f64(&mut totals);
+    let (top1, topk) = (totals[0] as usize, totals[1] as usize);
+    let counts = &totals[2..2 + num_classes * num_classes];
+    let confusion: Vec<Vec<usize>> = counts.chunks(num_classes).map(|row| row.iter().map(|&n| n as usize).collect()).collect();
+    let loss_sum: f64 = totals[2 + num_classes * num_classes..].iter().sum();
+    let total: usize = confusion.iter().flatten().sum();
     let per_class = confusion
         .iter()
         .enumerate()
@@ -178,7 +191,7 @@ pub fn evaluate(model: &Model, loader: &DataLoader, num_classes: usize, device: 
 /// split, the way training evaluates: `kiln eval`.
 pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalResult, Vec<String>), TrainError> {
     let device = device(&cfg.experiment.train.device)?;
-    let data = data::build(cfg)?;
+    let data = data::build(cfg, Shard::WHOLE)?;
     let mut model = if kiln_models::checkpoint::native_metadata(weights).is_some() {
         LoadedModel::from_native(weights, &device)?
     } else {
@@ -204,7 +217,7 @@ pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(EvalRes
         ))));
     }
     model.model = model.model.valid();
-    let result = evaluate(&model.model, &data.val, data.classes.len(), &device)?;
+    let result = evaluate(&model.model, &data.val, data.classes.len(), &device, &SingleProcess)?;
     Ok((result, data.classes))
 }
 

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use kiln_data::{
     DataError, EpochBatches, IGNORE_INDEX, Interpolation, LoaderConfig, LoaderPosition, SegBatch, SegClasses, SegDataset,
-    SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig,
+    SegFolder, SegFolderConfig, SegLoader, SegSplit, SegSubset, SegTransformConfig, Shard,
 };
 use kiln_models::segment::{AuxHeadConfig, LoadedSegmenter, Segmenter, SegmenterConfig};
 use kiln_models::checkpoint;
@@ -21,6 +21,7 @@ use crate::config::ResolvedConfig;
 use crate::config::schema::TestMode;
 use crate::data::normalisation;
 use crate::device::device;
+use crate::distributed::{Collective, SingleProcess};
 use crate::error::TrainError;
 use crate::network::impl_loaded_network;
 use crate::seg_inference::{SlideWindow, infer, infer_tta};
@@ -153,21 +154,22 @@ fn transform_config(cfg: &ResolvedConfig, train: bool) -> SegTransformConfig {
     }
 }
 
-/// The validation loader of an experiment (batch size `data.val_batch_size`).
-fn val_loader(cfg: &ResolvedConfig, classes: &SegClasses) -> Result<SegLoader, DataError> {
+/// The validation loader of an experiment (batch size `data.val_batch_size`), for this rank's
+/// `shard` of the batches.
+fn val_loader(cfg: &ResolvedConfig, classes: &SegClasses, shard: Shard) -> Result<SegLoader, DataError> {
     let data = &cfg.experiment.data;
     let dataset = open_split(cfg, classes, data.val_split.as_deref().unwrap_or("validation"), false)?;
     let transform = Arc::new(transform_config(cfg, false).build_eval()?);
-    let mut loader = LoaderConfig::eval(data.val_batch_size.max(1));
+    let mut loader = LoaderConfig { shard, ..LoaderConfig::eval(data.val_batch_size.max(1)) };
     loader.workers = data.workers;
     SegLoader::new(dataset, transform, loader)
 }
 
 impl Segmentation {
-    /// The experiment's data and segmenter; with `model.pretrained`, the backbone is initialised
-    /// from that classification checkpoint (or the whole model from a segmenter checkpoint) and
-    /// the report says what was loaded and what is new.
-    pub fn build(cfg: &ResolvedConfig, device: &Device, quiet: bool) -> Result<(Self, LoadedSegmenter), TrainError> {
+    /// The experiment's data (this rank's `shard` of it) and segmenter; with `model.pretrained`,
+    /// the backbone is initialised from that classification checkpoint (or the whole model from
+    /// a segmenter checkpoint) and the report says what was loaded and what is new.
+    pub fn build(cfg: &ResolvedConfig, device: &Device, shard: Shard, quiet: bool) -> Result<(Self, LoadedSegmenter), TrainError> {
         let exp = &cfg.experiment;
         let data = &exp.data;
         let classes = experiment_classes(cfg)?;
@@ -181,10 +183,10 @@ impl Segmentation {
         }
         let train_set = open_split(cfg, &classes, data.train_split.as_deref().unwrap_or("training"), true)?;
         let train_transform = Arc::new(transform_config(cfg, true).build_train()?);
-        let mut loader = LoaderConfig::train(data.batch_size, exp.train.seed);
+        let mut loader = LoaderConfig { shard, ..LoaderConfig::train(data.batch_size, exp.train.seed) };
         loader.workers = data.workers;
         let train = SegLoader::new(train_set, train_transform, loader)?;
-        let val = val_loader(cfg, &classes)?;
+        let val = val_loader(cfg, &classes, shard)?;
 
         let mut net = LoadedSegmenter::build(&exp.model.name, segmenter_config(cfg, classes.len()), device)?;
         if let Some(weights) = &exp.model.pretrained {
@@ -243,8 +245,8 @@ impl Task for Segmentation {
         let grads = GradientsParams::from_grads(loss.backward(), module);
         (value, grads)
     }
-    fn evaluate(&self, module: &Segmenter, device: &Device) -> Result<Evaluation, TrainError> {
-        let eval = evaluate(module, &self.val, self.classes.len(), &self.inference, device)?;
+    fn evaluate(&self, module: &Segmenter, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError> {
+        let eval = evaluate(module, &self.val, self.classes.len(), &self.inference, device, collective)?;
         let m = &eval.metrics;
         let metrics = serde_json::json!({ "mIoU": m.miou, "aAcc": m.aacc, "mAcc": m.macc, "loss": eval.loss });
         Ok(Evaluation {
@@ -273,18 +275,22 @@ pub fn segmentation_loss(module: &Segmenter, batch: &SegBatch, aux_weight: f64, 
 }
 
 /// mIoU, aAcc, mAcc and the labelled-pixel loss over `loader`, predictions resized to each
-/// mask's (original) size.
+/// mask's (original) size. This rank evaluates the loader's shard and the counts are summed over
+/// the ranks of `collective`; each batch's loss has a slot (at its first example's index) and
+/// the slots are summed in order, so the loss is the same bit for bit on any number of ranks.
 pub fn evaluate(
     module: &Segmenter,
     loader: &SegLoader,
     num_classes: usize,
     inference: &Inference,
     device: &Device,
+    collective: &dyn Collective,
 ) -> Result<SegEvalResult, DataError> {
     let module = module.valid();
     let device = device.clone().inner();
     let mut confusion = SegConfusion::new(num_classes);
-    let (mut loss_sum, mut labelled_pixels) = (0f64, 0f64);
+    // [labelled pixels, the batches' loss sums by first example...]
+    let mut sums = vec![0f64; 1 + loader.dataset().len()];
     for batch in loader.epoch(0) {
         let batch = batch?;
         let [_, h, w] = batch.mask_shape;
@@ -294,10 +300,13 @@ pub fn evaluate(
         let predicted: Vec<usize> = predicted.into_iter().map(|p| p as usize).collect();
         confusion.add(&predicted, &batch.masks, IGNORE_INDEX as i64);
         let (picked, labelled) = log_probs_at_labels(log_probs, targets);
-        loss_sum -= (picked * labelled.clone()).sum().into_scalar::<f32>() as f64;
-        labelled_pixels += labelled.sum().into_scalar::<f32>() as f64;
+        sums[1 + batch.indices[0]] = -(picked * labelled.clone()).sum().into_scalar::<f32>() as f64;
+        sums[0] += labelled.sum().into_scalar::<f32>() as f64;
     }
-    Ok(SegEvalResult { metrics: confusion.metrics(), loss: loss_sum / labelled_pixels.max(1.0), confusion })
+    confusion.sum_over_ranks(collective);
+    collective.sum_f64(&mut sums);
+    let loss_sum: f64 = sums[1..].iter().sum();
+    Ok(SegEvalResult { metrics: confusion.metrics(), loss: loss_sum / sums[0].max(1.0), confusion })
 }
 
 /// Class log-probabilities of a batch at `size` (the masks' size), by the inference settings.
@@ -321,8 +330,8 @@ pub fn evaluate_weights(cfg: &ResolvedConfig, weights: &Path) -> Result<(SegEval
     let device = device(&cfg.experiment.train.device)?;
     let classes = experiment_classes(cfg)?;
     let net = load_segmenter(weights, classes.len(), &device)?;
-    let val = val_loader(cfg, &classes)?;
-    let result = evaluate(&net.model, &val, classes.len(), &experiment_inference(cfg), &device)?;
+    let val = val_loader(cfg, &classes, Shard::WHOLE)?;
+    let result = evaluate(&net.model, &val, classes.len(), &experiment_inference(cfg), &device, &SingleProcess)?;
     Ok((result, classes))
 }
 

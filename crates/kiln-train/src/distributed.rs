@@ -1,0 +1,333 @@
+//! Data-parallel training: the ranks of a run and what they exchange. Every rank holds the
+//! same model, takes its [`Shard`](kiln_data::Shard) of every batch, and before each optimiser
+//! step the gradients are averaged ([`GradientSync`]); evaluations sum their counts over the
+//! ranks. A [`Collective`] is that exchange: [`SingleProcess`] (nothing to exchange), MPI across
+//! processes and machines (`crate::mpi`, feature `mpi`), or burn's collectives across the GPUs
+//! of one process ([`Devices`], feature `cuda`); `crate::launcher` picks.
+
+use std::sync::{Arc, Barrier, Mutex};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+
+/// How the ranks of a run reach each other.
+pub trait Collective {
+    /// This rank, from 0.
+    fn rank(&self) -> usize;
+    /// Ranks in all.
+    fn world(&self) -> usize;
+    /// Sums `values` element-wise over the ranks, in place: every rank ends with the totals.
+    fn sum_f32(&self, values: &mut [f32]);
+    /// As [`sum_f32`](Self::sum_f32), in double precision (counts, loss sums).
+    fn sum_f64(&self, values: &mut [f64]);
+    /// The devices of an in-process group whose gradients burn's collectives average on the
+    /// devices themselves; `None` where gradients travel through host memory.
+    fn devices(&self) -> Option<&[Device]> {
+        None
+    }
+    /// Ends every rank of the job after an error on this one, which `message` describes.
+    fn abort(&self, message: &str) -> !;
+}
+
+/// One process: nothing to exchange.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn sum_f32(&self, _: &mut [f32]) {}
+    fn sum_f64(&self, _: &mut [f64]) {}
+    fn abort(&self, message: &str) -> ! {
+        eprintln!("error: {message}");
+        std::process::exit(1)
+    }
+}
+
+/// Averages the gradients of one optimiser step over the ranks, and clips them by their global
+/// norm (timm's `clip_grad_norm_`, on the averaged gradient). On the host path every gradient
+/// is copied once into one flat buffer, kept between steps, which the collective sums in place.
+pub(crate) struct GradientSync {
+    flat: Vec<f32>,
+    clip: Option<f64>,
+}
+
+impl GradientSync {
+    /// Clipping to `clip` (a maximum global L2 norm), if set.
+    pub(crate) fn new(clip: Option<f64>) -> Self {
+        Self { flat: Vec::new(), clip }
+    }
+
+    /// The averaged (and clipped) gradients of `module`'s parameters.
+    pub(crate) fn sync<M: Module>(&mut self, module: &M, grads: GradientsParams, collective: &dyn Collective) -> GradientsParams {
+        let world = collective.world();
+        if world == 1 && self.clip.is_none() {
+            return grads;
+        }
+        if let Some(devices) = collective.devices() {
+            return average_on_devices(module, grads, devices, self.clip);
+        }
+        // the visit order is the module's, the same on every rank, so the buffers line up
+        let mut gather = Gather { grads, flat: std::mem::take(&mut self.flat), taken: Vec::new() };
+        gather.flat.clear();
+        module.visit(&mut gather);
+        let Gather { mut grads, mut flat, taken } = gather;
+        collective.sum_f32(&mut flat);
+        let mut scale = 1.0 / world as f64;
+        if let Some(max_norm) = self.clip {
+            let norm = flat.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt() / world as f64;
+            scale *= clip_factor(norm, max_norm);
+        }
+        let mut offset = 0;
+        for (id, shape, device) in taken {
+            let len = shape.iter().product::<usize>();
+            let values: Vec<f32> = flat[offset..offset + len].iter().map(|&g| (g as f64 * scale) as f32).collect();
+            offset += len;
+            register(&mut grads, id, TensorData::new(values, shape), &device);
+        }
+        self.flat = flat;
+        grads
+    }
+}
+
+/// PyTorch's `clip_grad_norm_` factor: `max_norm / (norm + 1e-6)`, at most 1.
+fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    (max_norm / (norm + 1e-6)).min(1.0)
+}
+
+/// Takes each parameter's gradient out of `grads` into `flat`, remembering where it goes back.
+struct Gather {
+    grads: GradientsParams,
+    flat: Vec<f32>,
+    taken: Vec<(ParamId, Vec<usize>, Device)>,
+}
+
+impl ModuleVisitor for Gather {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            let device = grad.device();
+            let data = grad.into_data();
+            self.taken.push((param.id, data.shape().to_vec(), device));
+            self.flat.extend_from_slice(data.as_slice::<f32>().expect("f32 gradients"));
+        }
+    }
+}
+
+/// Puts a gradient of the rank its data has back into `grads`.
+fn register(grads: &mut GradientsParams, id: ParamId, data: TensorData, device: &Device) {
+    macro_rules! put {
+        ($($d:literal)*) => {
+            match data.shape().len() {
+                $($d => grads.register::<$d>(id, Tensor::<$d>::from_data(data, device)),)*
+                rank => panic!("a gradient of rank {rank}"),
+            }
+        };
+    }
+    put!(1 2 3 4 5 6)
+}
+
+/// The in-process path: burn's all-reduce (NCCL on CUDA) averages each gradient on the devices.
+fn average_on_devices<M: Module>(module: &M, grads: GradientsParams, devices: &[Device], clip: Option<f64>) -> GradientsParams {
+    struct Average<'a> {
+        grads: GradientsParams,
+        devices: &'a [Device],
+        squares: Vec<f64>,
+    }
+    impl ModuleVisitor for Average<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                let mean = burn::tensor::distributed::all_reduce(grad, burn::tensor::distributed::ReduceOperation::Mean, self.devices.to_vec()).resolve();
+                self.squares.push(mean.clone().square().sum().into_scalar::<f32>() as f64);
+                self.grads.register::<D>(param.id, mean);
+            }
+        }
+    }
+    let mut average = Average { grads, devices, squares: Vec::new() };
+    module.visit(&mut average);
+    let Average { grads, squares, .. } = average;
+    let Some(max_norm) = clip else { return grads };
+    let factor = clip_factor(squares.iter().sum::<f64>().sqrt(), max_norm);
+    if factor >= 1.0 {
+        return grads;
+    }
+    struct Scale {
+        grads: GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                self.grads.register::<D>(param.id, grad.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut scale = Scale { grads, factor };
+    module.visit(&mut scale);
+    scale.grads
+}
+
+/// Averages the buffers `ids` (BatchNorm's running statistics, which each rank gathers from its
+/// own batches) over the ranks, as timm's default `--dist-bn reduce` does before it evaluates.
+pub(crate) fn average_buffers<M: Module>(module: M, ids: &[ParamId], collective: &dyn Collective) -> M {
+    struct Average<'a> {
+        ids: &'a [ParamId],
+        collective: &'a dyn Collective,
+    }
+    impl ModuleMapper for Average<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if !self.ids.contains(&param.id) {
+                return param;
+            }
+            let world = self.collective.world() as f32;
+            param.map(|tensor| {
+                let device = tensor.device();
+                let data = tensor.into_data();
+                let shape = data.shape().clone();
+                let mut values = data.try_into_vec::<f32>().expect("f32 buffers");
+                self.collective.sum_f32(&mut values);
+                values.iter_mut().for_each(|v| *v /= world);
+                Tensor::from_data(TensorData::new(values, shape), &device)
+            })
+        }
+    }
+    if collective.world() == 1 || ids.is_empty() {
+        return module;
+    }
+    module.map(&mut Average { ids, collective })
+}
+
+/// The threads of one process that each drive one device, joined as ranks: sums meet in shared
+/// memory, gradients in burn's collectives ([`Collective::devices`]).
+pub struct Devices {
+    rank: usize,
+    devices: Vec<Device>,
+    meeting: Arc<Meeting>,
+}
+
+/// Where the threads of [`Devices`] add up their values.
+struct Meeting {
+    barrier: Barrier,
+    totals: Mutex<Vec<f64>>,
+}
+
+impl Devices {
+    /// One member per device, ranks in the order given.
+    pub fn group(devices: &[Device]) -> Vec<Devices> {
+        let meeting = Arc::new(Meeting { barrier: Barrier::new(devices.len()), totals: Mutex::new(Vec::new()) });
+        (0..devices.len()).map(|rank| Devices { rank, devices: devices.to_vec(), meeting: meeting.clone() }).collect()
+    }
+}
+
+impl Collective for Devices {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.devices.len()
+    }
+    fn sum_f32(&self, values: &mut [f32]) {
+        let mut wide: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        self.sum_f64(&mut wide);
+        values.iter_mut().zip(wide).for_each(|(v, w)| *v = w as f32);
+    }
+    fn sum_f64(&self, values: &mut [f64]) {
+        let meeting = &self.meeting;
+        {
+            let mut totals = meeting.totals.lock().expect("no rank panicked while adding");
+            totals.resize(values.len(), 0.0);
+            totals.iter_mut().zip(values.iter()).for_each(|(t, v)| *t += v);
+        }
+        meeting.barrier.wait();
+        values.copy_from_slice(&meeting.totals.lock().expect("no rank panicked while adding"));
+        // the last reader clears the totals for the next sum
+        if meeting.barrier.wait().is_leader() {
+            meeting.totals.lock().expect("no rank panicked while adding").clear();
+        }
+        meeting.barrier.wait();
+    }
+    fn devices(&self) -> Option<&[Device]> {
+        Some(&self.devices)
+    }
+    fn abort(&self, message: &str) -> ! {
+        eprintln!("error on rank {} ({:?}): {message}; stopping every device", self.rank, self.devices[self.rank]);
+        std::process::exit(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three threads meeting as [`Devices`] ranks add up what each brings, every time.
+    #[test]
+    fn device_ranks_sum_in_shared_memory() {
+        let devices = vec![Device::flex(); 3];
+        let group = Devices::group(&devices);
+        std::thread::scope(|s| {
+            for member in &group {
+                s.spawn(move || {
+                    for round in 0..4 {
+                        let mut values = vec![member.rank() as f64, round as f64];
+                        member.sum_f64(&mut values);
+                        assert_eq!(values, [3.0, 3.0 * round as f64]);
+                    }
+                });
+            }
+        });
+    }
+
+    /// A second rank that brings fixed gradients: the sum adds them.
+    struct OtherRank(Vec<f32>);
+
+    impl Collective for OtherRank {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world(&self) -> usize {
+            2
+        }
+        fn sum_f32(&self, values: &mut [f32]) {
+            values.iter_mut().zip(&self.0).for_each(|(v, o)| *v += o);
+        }
+        fn sum_f64(&self, _: &mut [f64]) {}
+        fn abort(&self, message: &str) -> ! {
+            panic!("{message}")
+        }
+    }
+
+    /// The gradient after the exchange is the mean of the ranks', each tensor in its place
+    /// (the flat buffer follows the module's parameter order: weight, then bias).
+    #[test]
+    fn gradients_are_averaged_over_the_ranks() {
+        let device = Device::flex().autodiff();
+        let linear = burn::nn::LinearConfig::new(2, 1).init(&device);
+        let x = Tensor::<2>::from_data([[3.0, 4.0]], &device);
+        let grads = GradientsParams::from_grads(linear.forward(x).sum().backward(), &linear);
+        // this rank: d/dw = (3, 4), d/db = 1; the other: (1, 2) and 7
+        let synced = GradientSync::new(None).sync(&linear, grads, &OtherRank(vec![1.0, 2.0, 7.0]));
+        let w = synced.get::<2>(linear.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
+        let b = synced.get::<1>(linear.bias.as_ref().unwrap().id).unwrap().into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!((w, b), (vec![2.0, 3.0], vec![4.0]));
+    }
+
+    /// Clipping scales a gradient whose norm is over the bound down to the bound, and leaves
+    /// one under it.
+    #[test]
+    fn clipping_by_the_global_norm() {
+        let device = Device::flex().autodiff();
+        let linear = burn::nn::LinearConfig::new(2, 1).init(&device);
+        let x = Tensor::<2>::from_data([[3.0, 4.0]], &device);
+        let grads = |m: &burn::nn::Linear| GradientsParams::from_grads(m.forward(x.clone()).sum().backward(), m);
+        // d/dw = x = (3, 4), d/db = 1: global norm sqrt(26)
+        for (max_norm, expected) in [(1.0, 1.0 / 26f64.sqrt()), (100.0, 1.0)] {
+            let synced = GradientSync::new(Some(max_norm)).sync(&linear, grads(&linear), &SingleProcess);
+            let w = synced.get::<2>(linear.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
+            assert!((w[0] as f64 - 3.0 * expected).abs() < 1e-5 && (w[1] as f64 - 4.0 * expected).abs() < 1e-5, "{w:?}");
+        }
+    }
+}
