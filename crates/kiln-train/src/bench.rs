@@ -165,8 +165,10 @@ pub fn bench(
                     position: LoaderPosition::default(),
                 };
                 let started = Instant::now();
-                let (_, grads) = train_step(&net.model, &batch, exp, classes, 1, &device);
+                let (_, grads) = train_step(&net.model, &batch, exp, classes, collective.world(), &device);
                 device.sync().expect("device sync");
+                // the ranks meet first, so the exchange is timed and not the wait for the slower rank
+                collective.sum_f64(&mut [0.0]);
                 let sync_started = Instant::now();
                 let grads = sync.sync(&net.model, grads, collective);
                 let sync_time = sync_started.elapsed().as_secs_f64();
@@ -176,9 +178,12 @@ pub fn bench(
                     times.push(started.elapsed().as_secs_f64());
                     if collective.world() > 1 {
                         sync_times.push(sync_time);
-                        let raw_started = Instant::now();
-                        collective.sum_f32(&mut raw);
-                        allreduce_times.push(raw_started.elapsed().as_secs_f64());
+                        for _ in 0..3 {
+                            collective.sum_f64(&mut [0.0]);
+                            let raw_started = Instant::now();
+                            collective.sum_f32(&mut raw);
+                            allreduce_times.push(raw_started.elapsed().as_secs_f64());
+                        }
                     }
                 }
             }

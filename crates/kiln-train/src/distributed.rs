@@ -49,10 +49,13 @@ impl Collective for SingleProcess {
     }
 }
 
-/// Averages the gradients of one optimiser step over the ranks, and clips them by their global
-/// norm (timm's `clip_grad_norm_`, on the averaged gradient). On the host path every gradient
-/// is copied once into one flat buffer, kept between steps, which the collective sums in place.
+/// Sums the gradients of one optimiser step over the ranks, and clips them by their global norm
+/// (timm's `clip_grad_norm_`). Each rank's loss is divided by the number of ranks, so the sum
+/// is the average of the ranks' gradients with no pass to scale it. On the host path each
+/// gradient is read out of its tensor once (burn-flex hands its buffer over) and summed in
+/// place, the small ones packed into one buffer.
 pub(crate) struct GradientSync {
+    /// The small gradients, packed.
     flat: Vec<f32>,
     clip: Option<f64>,
 }
@@ -63,7 +66,7 @@ impl GradientSync {
         Self { flat: Vec::new(), clip }
     }
 
-    /// The averaged (and clipped) gradients of `module`'s parameters.
+    /// The summed (and clipped) gradients of `module`'s parameters.
     pub(crate) fn sync<M: Module>(&mut self, module: &M, grads: GradientsParams, collective: &dyn Collective) -> GradientsParams {
         let world = collective.world();
         if world == 1 && self.clip.is_none() {
@@ -72,39 +75,56 @@ impl GradientSync {
         if let Some(devices) = collective.devices() {
             return average_on_devices(module, grads, devices, self.clip);
         }
-        // the visit order is the module's, the same on every rank, so the buffers line up
-        let mut gather = Gather { grads, flat: std::mem::take(&mut self.flat), taken: Vec::new() };
-        gather.flat.clear();
+        // the visit order is the module's, the same on every rank, so the exchanges line up:
+        // large gradients are summed where they lie, the small ones packed into one buffer
+        // (kept between steps) so that they cost one exchange rather than hundreds
+        let mut gather = Gather { grads, taken: Vec::new() };
         module.visit(&mut gather);
-        let Gather { mut grads, mut flat, taken } = gather;
-        collective.sum_f32(&mut flat);
-        let mut scale = 1.0 / world as f64;
-        if let Some(max_norm) = self.clip {
-            let norm = flat.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt() / world as f64;
-            scale *= clip_factor(norm, max_norm);
+        let Gather { mut grads, mut taken } = gather;
+        let mut small = std::mem::take(&mut self.flat);
+        small.clear();
+        for (_, _, _, values) in &mut taken {
+            if values.len() >= SUMMED_IN_PLACE {
+                collective.sum_f32(values);
+            } else {
+                small.extend_from_slice(values);
+            }
         }
+        collective.sum_f32(&mut small);
         let mut offset = 0;
-        for (id, shape, device) in taken {
-            let len = shape.iter().product::<usize>();
-            let values: Vec<f32> = flat[offset..offset + len].iter().map(|&g| (g as f64 * scale) as f32).collect();
+        for (_, _, _, values) in taken.iter_mut().filter(|t| t.3.len() < SUMMED_IN_PLACE) {
+            let len = values.len();
+            values.copy_from_slice(&small[offset..offset + len]);
             offset += len;
+        }
+        self.flat = small;
+        let mut scale = 1.0;
+        if let Some(max_norm) = self.clip {
+            let squares: f64 = taken.iter().flat_map(|t| &t.3).map(|&g| (g as f64) * (g as f64)).sum();
+            scale = clip_factor(squares.sqrt(), max_norm);
+        }
+        for (id, shape, device, mut values) in taken {
+            if scale != 1.0 {
+                values.iter_mut().for_each(|g| *g = (*g as f64 * scale) as f32);
+            }
             register(&mut grads, id, TensorData::new(values, shape), &device);
         }
-        self.flat = flat;
         grads
     }
 }
+
+/// Gradients of at least this many floats (256 KB) are summed in their own buffer.
+const SUMMED_IN_PLACE: usize = 1 << 16;
 
 /// PyTorch's `clip_grad_norm_` factor: `max_norm / (norm + 1e-6)`, at most 1.
 fn clip_factor(norm: f64, max_norm: f64) -> f64 {
     (max_norm / (norm + 1e-6)).min(1.0)
 }
 
-/// Takes each parameter's gradient out of `grads` into `flat`, remembering where it goes back.
+/// Takes each parameter's gradient out of `grads` as host values, remembering where it goes.
 struct Gather {
     grads: GradientsParams,
-    flat: Vec<f32>,
-    taken: Vec<(ParamId, Vec<usize>, Device)>,
+    taken: Vec<(ParamId, Vec<usize>, Device, Vec<f32>)>,
 }
 
 impl ModuleVisitor for Gather {
@@ -112,8 +132,8 @@ impl ModuleVisitor for Gather {
         if let Some(grad) = self.grads.remove::<D>(param.id) {
             let device = grad.device();
             let data = grad.into_data();
-            self.taken.push((param.id, data.shape().to_vec(), device));
-            self.flat.extend_from_slice(data.as_slice::<f32>().expect("f32 gradients"));
+            let shape = data.shape().to_vec();
+            self.taken.push((param.id, shape, device, data.try_into_vec::<f32>().expect("f32 gradients")));
         }
     }
 }
@@ -141,7 +161,8 @@ fn average_on_devices<M: Module>(module: &M, grads: GradientsParams, devices: &[
     impl ModuleVisitor for Average<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = self.grads.remove::<D>(param.id) {
-                let mean = burn::tensor::distributed::all_reduce(grad, burn::tensor::distributed::ReduceOperation::Mean, self.devices.to_vec()).resolve();
+                // each rank's loss was divided by the number of ranks: the sum is the mean
+                let mean = burn::tensor::distributed::all_reduce(grad, burn::tensor::distributed::ReduceOperation::Sum, self.devices.to_vec()).resolve();
                 self.squares.push(mean.clone().square().sum().into_scalar::<f32>() as f64);
                 self.grads.register::<D>(param.id, mean);
             }
@@ -300,10 +321,10 @@ mod tests {
         }
     }
 
-    /// The gradient after the exchange is the mean of the ranks', each tensor in its place
-    /// (the flat buffer follows the module's parameter order: weight, then bias).
+    /// The gradient after the exchange is the sum of the ranks', each tensor in its place
+    /// (the packed buffer follows the module's parameter order: weight, then bias).
     #[test]
-    fn gradients_are_averaged_over_the_ranks() {
+    fn gradients_are_summed_over_the_ranks() {
         let device = Device::flex().autodiff();
         let linear = burn::nn::LinearConfig::new(2, 1).init(&device);
         let x = Tensor::<2>::from_data([[3.0, 4.0]], &device);
@@ -312,7 +333,7 @@ mod tests {
         let synced = GradientSync::new(None).sync(&linear, grads, &OtherRank(vec![1.0, 2.0, 7.0]));
         let w = synced.get::<2>(linear.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
         let b = synced.get::<1>(linear.bias.as_ref().unwrap().id).unwrap().into_data().try_into_vec::<f32>().unwrap();
-        assert_eq!((w, b), (vec![2.0, 3.0], vec![4.0]));
+        assert_eq!((w, b), (vec![4.0, 6.0], vec![8.0]));
     }
 
     /// Clipping scales a gradient whose norm is over the bound down to the bound, and leaves

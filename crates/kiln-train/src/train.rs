@@ -35,7 +35,7 @@ fn train_on_devices(cfg: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainSu
     let cfg = for_ranks(cfg, devices.len());
     let _context = burn::tensor::distributed::DistributedContext::init(
         devices.clone(),
-        burn::tensor::distributed::DistributedConfig { all_reduce_op: burn::tensor::distributed::ReduceOperation::Mean },
+        burn::tensor::distributed::DistributedConfig { all_reduce_op: burn::tensor::distributed::ReduceOperation::Sum },
     );
     let group = Devices::group(&devices);
     std::thread::scope(|scope| {

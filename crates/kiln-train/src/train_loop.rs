@@ -106,9 +106,9 @@ pub trait Task {
     fn epoch(&self, position: LoaderPosition) -> Result<Self::Epoch, DataError>;
     /// Examples in a batch.
     fn batch_len(batch: &Self::Batch) -> usize;
-    /// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients
-    /// sum) and the gradients.
-    fn train_step(&self, module: &<Self::Net as Network>::Module, batch: &Self::Batch, accum: usize, device: &Device) -> (f32, GradientsParams);
+    /// One forward and backward pass: the loss and the gradients of the loss divided by
+    /// `parts` (the micro-batches times the ranks whose gradients are summed into one step).
+    fn train_step(&self, module: &<Self::Net as Network>::Module, batch: &Self::Batch, parts: usize, device: &Device) -> (f32, GradientsParams);
     /// Evaluates `module` on this rank's shard of the validation data, the counts summed over
     /// the ranks by `collective`, so every rank gets the metrics of the whole split.
     fn evaluate(&self, module: &<Self::Net as Network>::Module, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError>;
@@ -228,7 +228,8 @@ pub fn run<T: Task>(
             let lr = schedule.lr(state.step);
             // reseeded per step, so drop-path draws are the same after a resume
             device.seed(exp.train.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (state.step * accum + pending) as u64);
-            let (loss, grads) = task.train_step(net.module(), &batch, accum, device);
+            // accumulated and then summed over the ranks, each gradient counts 1 / (accum x ranks)
+            let (loss, grads) = task.train_step(net.module(), &batch, accum * collective.world(), device);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged { step: state.step, epoch, loss, last: last_dir.display().to_string() });
             }

@@ -77,8 +77,8 @@ impl Task for Classification {
     fn batch_len(batch: &Batch) -> usize {
         batch.len()
     }
-    fn train_step(&self, module: &Model, batch: &Batch, accum: usize, device: &Device) -> (f32, GradientsParams) {
-        train_step(module, batch, &self.exp, self.data.classes.len(), accum, device)
+    fn train_step(&self, module: &Model, batch: &Batch, parts: usize, device: &Device) -> (f32, GradientsParams) {
+        train_step(module, batch, &self.exp, self.data.classes.len(), parts, device)
     }
     fn evaluate(&self, module: &Model, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError> {
         let eval = evaluate(module, &self.data.val, self.data.classes.len(), device, collective)?;
@@ -105,14 +105,15 @@ pub struct EvalResult {
     pub confusion: Vec<Vec<usize>>,
 }
 
-/// One forward and backward pass: the loss (divided by `accum`, as accumulated gradients sum)
-/// against the batch's soft targets (Mixup/CutMix) or label-smoothed one-hot targets.
+/// One forward and backward pass against the batch's soft targets (Mixup/CutMix) or
+/// label-smoothed one-hot targets: the loss, and the gradients of the loss divided by `parts`
+/// (micro-batches x ranks, as their gradients are summed).
 pub fn train_step(
     model: &Model,
     batch: &Batch,
     exp: &ExperimentConfig,
     num_classes: usize,
-    accum: usize,
+    parts: usize,
     device: &Device,
 ) -> (f32, GradientsParams) {
     let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
@@ -121,8 +122,8 @@ pub fn train_step(
         .clone()
         .unwrap_or_else(|| kiln_data::mixup_target(&batch.labels, num_classes, 1.0, exp.augmentation.label_smoothing));
     let targets = Tensor::<2>::from_data(TensorData::new(targets, [batch.len(), num_classes]), device);
-    let loss = soft_cross_entropy(model.forward(x), targets).div_scalar(accum as f64);
-    let value = loss.clone().into_scalar::<f32>() * accum as f32;
+    let loss = soft_cross_entropy(model.forward(x), targets).div_scalar(parts as f64);
+    let value = loss.clone().into_scalar::<f32>() * parts as f32;
     let grads = GradientsParams::from_grads(loss.backward(), model);
     (value, grads)
 }

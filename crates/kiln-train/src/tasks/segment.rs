@@ -239,9 +239,9 @@ impl Task for Segmentation {
     fn batch_len(batch: &SegBatch) -> usize {
         batch.len()
     }
-    fn train_step(&self, module: &Segmenter, batch: &SegBatch, accum: usize, device: &Device) -> (f32, GradientsParams) {
-        let loss = segmentation_loss(module, batch, self.aux_weight, device).div_scalar(accum as f64);
-        let value = loss.clone().into_scalar::<f32>() * accum as f32;
+    fn train_step(&self, module: &Segmenter, batch: &SegBatch, parts: usize, device: &Device) -> (f32, GradientsParams) {
+        let loss = segmentation_loss(module, batch, self.aux_weight, device).div_scalar(parts as f64);
+        let value = loss.clone().into_scalar::<f32>() * parts as f32;
         let grads = GradientsParams::from_grads(loss.backward(), module);
         (value, grads)
     }
