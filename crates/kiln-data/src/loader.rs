@@ -161,7 +161,8 @@ impl Schedule {
             return invalid("the data set has no examples".into());
         }
         let schedule = Schedule { examples, config };
-        if schedule.batches_per_epoch() == 0 {
+        // an evaluation shard may be left without a batch when there are more ranks than batches
+        if config.drop_last && schedule.batches_per_epoch() == 0 {
             let ranks = config.shard.count;
             return invalid(format!(
                 "batch_size {} x {ranks} rank(s) exceeds the {examples} examples and drop_last leaves no batch; lower the batch size",

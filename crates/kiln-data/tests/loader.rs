@@ -232,5 +232,8 @@ fn shards_split_every_batch_as_a_single_process_sees_it() {
     let mut seen: Vec<usize> = shards.iter().flatten().flat_map(|b| b.indices.clone()).collect();
     seen.sort();
     assert_eq!(seen, (0..14).collect::<Vec<_>>());
+    // more ranks than evaluation batches: the last ranks evaluate nothing
+    let idle = eval(Shard { index: 5, count: 6 });
+    assert!(idle.is_empty());
     assert!(DataLoader::new(data.clone(), transform.clone(), LoaderConfig { shard: Shard { index: 2, count: 2 }, ..LoaderConfig::train(2, 0) }).is_err());
 }

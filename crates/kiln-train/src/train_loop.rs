@@ -322,7 +322,7 @@ impl<T: Task> Run<'_, T> {
         state: &mut RunState,
         epoch: usize,
     ) -> Result<bool, TrainError> {
-        if due.evaluate || due.save_last {
+        if self.collective.world() > 1 && (due.evaluate || due.save_last) {
             // timm's `--dist-bn reduce`: the ranks' BatchNorm statistics, averaged, are what is
             // evaluated and saved (burn folds the last forward's statistics in lazily: `valid`)
             let _ = net.module().valid();

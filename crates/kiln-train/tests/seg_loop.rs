@@ -249,3 +249,33 @@ fn a_bad_mask_stops_training_with_its_path() {
     assert!(matches!(err, TrainError::Data(_)), "{err:?}");
     assert!(err.to_string().contains("00003.png"), "{err}");
 }
+
+/// Segmentation evaluation sharded over three ranks (threads meeting as `Devices`, on the CPU)
+/// gives the mIoU, aAcc, mAcc and loss one process gives, bit for bit.
+#[test]
+fn sharded_segmentation_evaluation_equals_one_process_bit_for_bit() {
+    use kiln_data::Shard;
+    use kiln_train::distributed::{Devices, SingleProcess};
+    use kiln_train::train_loop::Task;
+
+    let _turn = serial();
+    let dir = scratch("sharded-eval");
+    let data = scenes(&dir);
+    let cfg = kiln_train::config::load(experiment(&dir, &data, &family("swin"), ""), &[]).unwrap();
+    let device = Device::flex().autodiff();
+    device.seed(cfg.experiment.train.seed);
+    let (whole, net) = Segmentation::build(&cfg, &device, Shard::WHOLE, true).unwrap();
+    let alone = whole.evaluate(&net.model, &device, &SingleProcess).unwrap();
+    let ranks = 3;
+    let tasks: Vec<Segmentation> =
+        (0..ranks).map(|index| Segmentation::build(&cfg, &device, Shard { index, count: ranks }, true).unwrap().0).collect();
+    let group = Devices::group(&vec![Device::flex(); ranks]);
+    let sharded: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = tasks.iter().zip(&group).map(|(task, member)| s.spawn(|| task.evaluate(&net.model, &device, member).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for eval in sharded {
+        assert_eq!(eval.metrics, alone.metrics);
+    }
+    assert!(alone.metric("mIoU").is_some());
+}

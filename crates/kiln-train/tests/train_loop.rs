@@ -295,3 +295,32 @@ fn evaluation_follows_its_interval_and_the_last_epoch_is_always_evaluated() {
     let epochs: Vec<u64> = eval_lines(&dir.join("run")).iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, [1, 2], "after the second epoch, then the last");
 }
+
+/// Evaluation sharded over three ranks (threads meeting as `Devices`, on the CPU) gives the
+/// metrics one process gives, bit for bit; with two validation batches, one rank has none.
+#[test]
+fn sharded_evaluation_equals_one_process_bit_for_bit() {
+    use kiln_data::Shard;
+    use kiln_train::distributed::{Devices, SingleProcess};
+    use kiln_train::tasks::classify::Classification;
+    use kiln_train::train_loop::Task;
+
+    let _turn = serial();
+    let (_dir, cfg) = prepared("sharded-eval", "");
+    let device = Device::flex().autodiff();
+    device.seed(cfg.experiment.train.seed);
+    let (whole, net) = Classification::build(&cfg, &device, Shard::WHOLE, true).unwrap();
+    let alone = whole.evaluate(&net.model, &device, &SingleProcess).unwrap();
+    let ranks = 3;
+    let tasks: Vec<Classification> =
+        (0..ranks).map(|index| Classification::build(&cfg, &device, Shard { index, count: ranks }, true).unwrap().0).collect();
+    let group = Devices::group(&vec![Device::flex(); ranks]);
+    let sharded: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = tasks.iter().zip(&group).map(|(task, member)| s.spawn(|| task.evaluate(&net.model, &device, member).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for eval in sharded {
+        assert_eq!(eval.metrics, alone.metrics);
+    }
+    assert!(alone.metric("loss").unwrap() > 0.0);
+}
