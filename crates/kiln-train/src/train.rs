@@ -9,6 +9,8 @@ use crate::config::schema::Task as TaskName;
 use crate::device::device;
 use crate::distributed::{Collective, Devices};
 use crate::launcher;
+use crate::network::Network;
+use burn::module::Module;
 use crate::tasks::classify::Classification;
 use crate::tasks::segment::Segmentation;
 pub use crate::error::TrainError;
@@ -65,23 +67,38 @@ fn for_ranks(cfg: &ResolvedConfig, ranks: usize) -> ResolvedConfig {
     cfg
 }
 
-/// This rank's part of the run: its shard of the data, the same model as every rank.
+/// This rank's part of the run: its shard of the data, the same model as every rank. The model
+/// is drawn on the CPU from the seed and moved, so every device (and every rank) starts from the
+/// same weights, as `torch.manual_seed` gives whatever the device.
 fn train_rank(cfg: &ResolvedConfig, opts: &TrainOptions, device: Device, collective: &dyn Collective) -> Result<TrainSummary, TrainError> {
     if collective.rank() == 0 {
         cfg.write_to_run_dir(cfg.output_dir())?;
     }
+    let seed = cfg.experiment.train.seed;
     let device = device.autodiff();
-    device.seed(cfg.experiment.train.seed);
+    let init = Device::flex().autodiff();
+    init.seed(seed);
+    if device != init {
+        device.seed(seed);
+    }
     let shard = Shard { index: collective.rank(), count: collective.world() };
     let quiet = opts.quiet || collective.rank() != 0;
     match cfg.experiment.task {
         TaskName::Classification => {
-            let (task, net) = Classification::build(cfg, &device, shard, quiet)?;
-            crate::train_loop::run(cfg, opts, &task, net, &device, collective)
+            let (task, net) = Classification::build(cfg, &init, shard, quiet)?;
+            crate::train_loop::run(cfg, opts, &task, moved(net, &device), &device, collective)
         }
         TaskName::Segmentation => {
-            let (task, net) = Segmentation::build(cfg, &device, shard, quiet)?;
-            crate::train_loop::run(cfg, opts, &task, net, &device, collective)
+            let (task, net) = Segmentation::build(cfg, &init, shard, quiet)?;
+            crate::train_loop::run(cfg, opts, &task, moved(net, &device), &device, collective)
         }
     }
+}
+
+/// `net` with its parameters on `device`.
+fn moved<N: Network>(mut net: N, device: &Device) -> N {
+    if net.module().devices().first() != Some(device) {
+        *net.module_mut() = net.module().clone().to_device(device);
+    }
+    net
 }
