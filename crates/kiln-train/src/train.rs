@@ -95,10 +95,11 @@ fn train_rank(cfg: &ResolvedConfig, opts: &TrainOptions, device: Device, collect
     }
 }
 
-/// `net` with its parameters on `device`.
+/// `net` with its parameters on `device`, trainable there (burn's `fork`: `to_device` would
+/// leave the moved parameters outside the new device's autodiff graph, with no gradients).
 fn moved<N: Network>(mut net: N, device: &Device) -> N {
     if net.module().devices().first() != Some(device) {
-        *net.module_mut() = net.module().clone().to_device(device);
+        *net.module_mut() = net.module().clone().fork(device);
     }
     net
 }

@@ -48,6 +48,8 @@ enum Command {
 fn main() -> ExitCode {
     // SAFETY: sets a documented option (-1: never purge) before any other thread exists
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    #[cfg(feature = "wgpu")]
+    quiet_wayland_probe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => models::run(args),
@@ -68,4 +70,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// wgpu's Vulkan loader asks Mesa for its window-system surfaces, and libwayland prints `error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment.` (several times) where the
+/// variable is unset, as on servers and in containers: it reads like a failure but is only a
+/// display probe Kiln has no use for. Pointing the variable at a private empty directory makes
+/// the probe find no display quietly.
+#[cfg(feature = "wgpu")]
+fn quiet_wayland_probe() {
+    use std::os::unix::fs::DirBuilderExt;
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    // SAFETY: getuid cannot fail
+    let dir = std::env::temp_dir().join(format!("kiln-runtime-{}", unsafe { libc_getuid() }));
+    if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() || dir.is_dir() {
+        // SAFETY: before any other thread exists (the first lines of main)
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+#[cfg(feature = "wgpu")]
+unsafe extern "C" {
+    #[link_name = "getuid"]
+    fn libc_getuid() -> u32;
 }
