@@ -3,6 +3,8 @@
 //! uninterrupted run, `kiln eval` agreeing with the logged evaluation, and a bad mask stopping
 //! the run with its path.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -255,8 +257,6 @@ fn a_bad_mask_stops_training_with_its_path() {
 #[test]
 fn sharded_segmentation_evaluation_equals_one_process_bit_for_bit() {
     use kiln_data::Shard;
-    use kiln_train::distributed::{Devices, SingleProcess};
-    use kiln_train::train_loop::Task;
 
     let _turn = serial();
     let dir = scratch("sharded-eval");
@@ -265,17 +265,9 @@ fn sharded_segmentation_evaluation_equals_one_process_bit_for_bit() {
     let device = Device::flex().autodiff();
     device.seed(cfg.experiment.train.seed);
     let (whole, net) = Segmentation::build(&cfg, &device, Shard::WHOLE, true).unwrap();
-    let alone = whole.evaluate(&net.model, &device, &SingleProcess).unwrap();
     let ranks = 3;
-    let tasks: Vec<Segmentation> =
+    let shards: Vec<Segmentation> =
         (0..ranks).map(|index| Segmentation::build(&cfg, &device, Shard { index, count: ranks }, true).unwrap().0).collect();
-    let group = Devices::group(&vec![Device::flex(); ranks]);
-    let sharded: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = tasks.iter().zip(&group).map(|(task, member)| s.spawn(|| task.evaluate(&net.model, &device, member).unwrap())).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for eval in sharded {
-        assert_eq!(eval.metrics, alone.metrics);
-    }
+    let alone = common::assert_sharded_evaluation_is_exact(&whole, &shards, &net.model, &device);
     assert!(alone.metric("mIoU").is_some());
 }

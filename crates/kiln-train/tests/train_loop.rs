@@ -2,6 +2,8 @@
 //! metrics and checkpoints, resume that ends bit-identical to an uninterrupted run, and a
 //! divergent run that stops without touching the last good checkpoint.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -301,26 +303,16 @@ fn evaluation_follows_its_interval_and_the_last_epoch_is_always_evaluated() {
 #[test]
 fn sharded_evaluation_equals_one_process_bit_for_bit() {
     use kiln_data::Shard;
-    use kiln_train::distributed::{Devices, SingleProcess};
     use kiln_train::tasks::classify::Classification;
-    use kiln_train::train_loop::Task;
 
     let _turn = serial();
     let (_dir, cfg) = prepared("sharded-eval", "");
     let device = Device::flex().autodiff();
     device.seed(cfg.experiment.train.seed);
     let (whole, net) = Classification::build(&cfg, &device, Shard::WHOLE, true).unwrap();
-    let alone = whole.evaluate(&net.model, &device, &SingleProcess).unwrap();
     let ranks = 3;
-    let tasks: Vec<Classification> =
+    let shards: Vec<Classification> =
         (0..ranks).map(|index| Classification::build(&cfg, &device, Shard { index, count: ranks }, true).unwrap().0).collect();
-    let group = Devices::group(&vec![Device::flex(); ranks]);
-    let sharded: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = tasks.iter().zip(&group).map(|(task, member)| s.spawn(|| task.evaluate(&net.model, &device, member).unwrap())).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for eval in sharded {
-        assert_eq!(eval.metrics, alone.metrics);
-    }
+    let alone = common::assert_sharded_evaluation_is_exact(&whole, &shards, &net.model, &device);
     assert!(alone.metric("loss").unwrap() > 0.0);
 }
