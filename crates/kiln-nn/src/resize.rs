@@ -20,10 +20,44 @@ pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     if [h, w] == size {
         return x;
     }
+    // burn's GPU backends (cubecl) have no backward for bilinear interpolation: there the
+    // resize runs as two products with interpolation matrices, the same arithmetic as a
+    // sum of two weighted taps, differentiable on every backend
+    if x.is_autodiff() && !crate::fused::runs_fused(&x) {
+        return resize_bilinear_by_products(x, size);
+    }
     let options = InterpolateOptions::new(InterpolateMode::Bilinear)
         .with_align_corners(false)
         .with_output_size(size);
     interpolate(x, options)
+}
+
+/// [`resize_bilinear`] as `A_h · x · A_wᵀ`, with `A` the `[out, in]` matrices of the two taps
+/// of each output position ([`bilinear_taps`]).
+fn resize_bilinear_by_products(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let device = x.device();
+    let rows = Tensor::<2>::from_data(TensorData::new(bilinear_taps(h, size[0]), [size[0], h]), &device);
+    let cols = Tensor::<2>::from_data(TensorData::new(bilinear_taps(w, size[1]), [size[1], w]), &device);
+    let x = x.matmul(cols.transpose().unsqueeze::<4>().expand([b, c, w, size[1]]));
+    rows.unsqueeze::<4>().expand([b, c, size[0], h]).matmul(x)
+}
+
+/// The `[output, input]` matrix of PyTorch's bilinear weights along one axis
+/// (`align_corners=False`): output `o` reads `src = (o + 0.5)·in/out − 0.5`, clamped to 0, from
+/// `⌊src⌋` with weight `1 − λ` and the next input (the last, at the edge) with `λ = src − ⌊src⌋`.
+fn bilinear_taps(input: usize, output: usize) -> Vec<f32> {
+    let scale = input as f32 / output as f32;
+    let mut taps = vec![0.0; output * input];
+    for o in 0..output {
+        let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src as usize).min(input - 1);
+        let i1 = (i0 + 1).min(input - 1);
+        let lambda = src - i0 as f32;
+        taps[o * input + i0] += 1.0 - lambda;
+        taps[o * input + i1] += lambda;
+    }
+    taps
 }
 
 /// Adaptive average pooling to `size`, PyTorch's `F.adaptive_avg_pool2d`: output cell `i`
@@ -51,6 +85,24 @@ mod tests {
         // 3 -> 2 (downsampling, no antialias): source x = 0.25, 1.75
         let x = Tensor::<4>::from_floats([[[[0.0, 4.0, 8.0]]]], &device);
         assert_eq!(values(resize_bilinear(x, [1, 2])), vec![1.0, 7.0]);
+    }
+
+    /// The GPU path (products with interpolation matrices) gives burn's interpolation, values
+    /// and gradients, up- and downsampling.
+    #[test]
+    fn bilinear_by_products_equals_the_interpolation() {
+        let device = Device::flex().autodiff();
+        for (input, size) in [([2, 3, 5, 7], [11, 4]), ([1, 2, 8, 6], [3, 13])] {
+            let x = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let g = Tensor::<4>::random([input[0], input[1], size[0], size[1]], Distribution::Normal(0.0, 1.0), &device);
+            let options = InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size(size);
+            let want = interpolate(x.clone(), options);
+            let got = resize_bilinear_by_products(x.clone(), size);
+            let close = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + q.abs()));
+            assert!(close(values(got.clone()), values(want.clone())), "values, {input:?} -> {size:?}");
+            let grad = |y: Tensor<4>| values(x.grad(&(y * g.clone()).sum().backward()).unwrap());
+            assert!(close(grad(got), grad(want)), "gradients, {input:?} -> {size:?}");
+        }
     }
 
     #[test]

@@ -190,3 +190,44 @@ fn a_run_starts_and_steps_on_wgpu_as_on_the_cpu() {
     let norm: f64 = cpu.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
     assert!(diff <= 1e-4 * norm, "after one step the wgpu weights differ from the CPU's by {:e} relative", diff / norm);
 }
+
+/// The segmentation quickstart trains on wgpu as on the CPU (same first loss), with an EMA of
+/// the weights evaluated beside them, and resumes from the checkpoint it wrote on the device.
+/// Its heads' bilinear resizes need a backward, which burn's GPU backends lack: kiln-nn's
+/// `resize_bilinear` runs there as products with interpolation matrices.
+#[test]
+fn segmentation_trains_with_ema_and_resumes_on_wgpu() {
+    if wgpu_device().is_none() {
+        eprintln!("no wgpu adapter here (Debian: apt-get install mesa-vulkan-drivers): skipped");
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = std::env::temp_dir().join(format!("kiln-wgpu-seg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let train = |device: &str, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .current_dir(root)
+            .args(["train", "configs/quickstart_seg.toml", "--output-dir", dir.join(device).to_str().unwrap()])
+            .args(["--set", &format!("train.device={device}"), "--set", "schedule.iters=4", "--set", "schedule.warmup_iters=1"])
+            .args(["--set", "eval.interval_iters=2", "--set", "checkpoint.interval_iters=2", "--set", "data.max_val_images=4"])
+            .args(["--set", "train.ema=true", "--set", "eval.ema=true", "--set", "logging.interval_iters=1"])
+            .args(["--set", "logging.plots=false", "--set", "model.drop_path_rate=0"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{device} {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let records = |device: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(device).join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    train("flex", &["--max-steps", "1"]);
+    train("wgpu", &["--max-steps", "2"]);
+    train("wgpu", &["--resume"]);
+    let (cpu, gpu) = (records("flex"), records("wgpu"));
+    let (a, b) = (cpu[0]["loss"].as_f64().unwrap(), gpu[0]["loss"].as_f64().unwrap());
+    assert!(((b - a) / a).abs() < 1e-4, "first loss {b} on wgpu, {a} on the CPU");
+    let evals: Vec<&serde_json::Value> = gpu.iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(evals.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 4], "{gpu:?}");
+    assert!(evals.iter().all(|r| r["mIoU"].is_f64() && r["mIoU_ema"].is_f64()), "{evals:?}");
+}
