@@ -156,22 +156,25 @@ fn average_on_devices<M: Module>(module: &M, grads: GradientsParams, devices: &[
     struct Average<'a> {
         grads: GradientsParams,
         devices: &'a [Device],
-        squares: Vec<f64>,
+        /// Each gradient's squared norm, for clipping only (reading it waits on the device).
+        squares: Option<Vec<f64>>,
     }
     impl ModuleVisitor for Average<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = self.grads.remove::<D>(param.id) {
                 // each rank's loss was divided by the number of ranks: the sum is the mean
                 let mean = burn::tensor::distributed::all_reduce(grad, burn::tensor::distributed::ReduceOperation::Sum, self.devices.to_vec()).resolve();
-                self.squares.push(mean.clone().square().sum().into_scalar::<f32>() as f64);
+                if let Some(squares) = &mut self.squares {
+                    squares.push(mean.clone().square().sum().into_scalar::<f32>() as f64);
+                }
                 self.grads.register::<D>(param.id, mean);
             }
         }
     }
-    let mut average = Average { grads, devices, squares: Vec::new() };
+    let mut average = Average { grads, devices, squares: clip.map(|_| Vec::new()) };
     module.visit(&mut average);
     let Average { grads, squares, .. } = average;
-    let Some(max_norm) = clip else { return grads };
+    let (Some(max_norm), Some(squares)) = (clip, squares) else { return grads };
     let factor = clip_factor(squares.iter().sum::<f64>().sqrt(), max_norm);
     if factor >= 1.0 {
         return grads;
@@ -230,16 +233,18 @@ pub struct Devices {
     meeting: Arc<Meeting>,
 }
 
-/// Where the threads of [`Devices`] add up their values.
+/// Where the threads of [`Devices`] add up their values: each rank leaves its own in its slot,
+/// and every rank adds the slots in rank order, so a sum has the same bits whichever thread
+/// arrives first.
 struct Meeting {
     barrier: Barrier,
-    totals: Mutex<Vec<f64>>,
+    slots: Mutex<Vec<Vec<f64>>>,
 }
 
 impl Devices {
     /// One member per device, ranks in the order given.
     pub fn group(devices: &[Device]) -> Vec<Devices> {
-        let meeting = Arc::new(Meeting { barrier: Barrier::new(devices.len()), totals: Mutex::new(Vec::new()) });
+        let meeting = Arc::new(Meeting { barrier: Barrier::new(devices.len()), slots: Mutex::new(vec![Vec::new(); devices.len()]) });
         (0..devices.len()).map(|rank| Devices { rank, devices: devices.to_vec(), meeting: meeting.clone() }).collect()
     }
 }
@@ -258,17 +263,17 @@ impl Collective for Devices {
     }
     fn sum_f64(&self, values: &mut [f64]) {
         let meeting = &self.meeting;
-        {
-            let mut totals = meeting.totals.lock().expect("no rank panicked while adding");
-            totals.resize(values.len(), 0.0);
-            totals.iter_mut().zip(values.iter()).for_each(|(t, v)| *t += v);
-        }
+        let slots = || meeting.slots.lock().expect("no rank panicked while holding the slots");
+        slots()[self.rank] = values.to_vec();
         meeting.barrier.wait();
-        values.copy_from_slice(&meeting.totals.lock().expect("no rank panicked while adding"));
-        // the last reader clears the totals for the next sum
-        if meeting.barrier.wait().is_leader() {
-            meeting.totals.lock().expect("no rank panicked while adding").clear();
+        {
+            let slots = slots();
+            values.fill(0.0);
+            for slot in slots.iter() {
+                values.iter_mut().zip(slot).for_each(|(v, s)| *v += s);
+            }
         }
+        // every rank has read the slots before any rank refills its own for the next sum
         meeting.barrier.wait();
     }
     fn devices(&self) -> Option<&[Device]> {
@@ -296,6 +301,12 @@ mod tests {
                         let mut values = vec![member.rank() as f64, round as f64];
                         member.sum_f64(&mut values);
                         assert_eq!(values, [3.0, 3.0 * round as f64]);
+                        // not associative in floats: (1 + 1e16) − 1e16 = 0 but 1 + (1e16 − 1e16) = 1;
+                        // rank order gives the first, though the threads arrive in reverse
+                        let mut uneven = [[1.0, 1e16, -1e16][member.rank()]];
+                        std::thread::sleep(std::time::Duration::from_millis(3 * (2 - member.rank()) as u64));
+                        member.sum_f64(&mut uneven);
+                        assert_eq!(uneven, [0.0]);
                     }
                 });
             }
