@@ -27,13 +27,9 @@ pub struct Mpi {
 }
 
 impl Mpi {
-    /// The job's MPI world, when a launcher started this process (`mpirun`, `srun`, `mpiexec`
-    /// set one of these); `None` for a process started by hand, which then trains alone.
-    pub fn from_launcher() -> Option<Mpi> {
-        const LAUNCHED: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"];
-        if !LAUNCHED.iter().any(|var| std::env::var_os(var).is_some()) {
-            return None;
-        }
+    /// Initialises MPI and joins the job's world (`crate::launcher` asks only where a launcher
+    /// started this process); `None` if MPI was initialised before.
+    pub fn initialize() -> Option<Mpi> {
         let universe = mpi::initialize()?;
         Some(Mpi { world: universe.world(), _universe: universe })
     }

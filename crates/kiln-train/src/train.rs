@@ -1,6 +1,7 @@
 //! `kiln train`: the experiment's task and network, handed to the shared loop, on one process,
 //! on every rank an MPI launcher started (feature `mpi`), or on every GPU of `train.devices`.
 
+use burn::module::Module;
 use burn::prelude::Device;
 use kiln_data::Shard;
 
@@ -10,7 +11,6 @@ use crate::device::device;
 use crate::distributed::{Collective, Devices};
 use crate::launcher;
 use crate::network::Network;
-use burn::module::Module;
 use crate::tasks::classify::Classification;
 use crate::tasks::segment::Segmentation;
 pub use crate::error::TrainError;
