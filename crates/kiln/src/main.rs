@@ -83,16 +83,10 @@ fn quiet_wayland_probe() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
         return;
     }
-    // SAFETY: getuid cannot fail
-    let dir = std::env::temp_dir().join(format!("kiln-runtime-{}", unsafe { libc_getuid() }));
+    // SAFETY: getuid has no preconditions and cannot fail
+    let dir = std::env::temp_dir().join(format!("kiln-runtime-{}", unsafe { libc::getuid() }));
     if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() || dir.is_dir() {
         // SAFETY: before any other thread exists (the first lines of main)
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
     }
-}
-
-#[cfg(feature = "wgpu")]
-unsafe extern "C" {
-    #[link_name = "getuid"]
-    fn libc_getuid() -> u32;
 }
