@@ -61,9 +61,18 @@ pub fn gelu<const D: usize>(x: Tensor<D>, approximate: bool) -> Tensor<D> {
         Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch(), approximate))
     } else if approximate {
         gelu_tanh(x)
+    } else if x.device().is_autodiff() {
+        gelu_erf(x)
     } else {
         burn::tensor::activation::gelu(x)
     }
+}
+
+/// Exact GELU `x·½(1 + erf(x/√2))` as burn ops, whose recorded backward is exact: burn 0.22's
+/// default `gelu_backward`, which the GPU backends use, is the derivative of the tanh
+/// approximation (off by up to 9e-4 near |x| = 2) under the exact forward.
+fn gelu_erf<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone() * x.mul_scalar(core::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
 }
 
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, computed as `x·σ(2z)`: the same function
@@ -351,6 +360,35 @@ mod tests {
             let grad_plain = x.grad(&(plain * weights.clone()).sum().backward()).unwrap();
             assert_close(grad_fused, grad_plain, "∂gelu/∂x");
         }
+    }
+
+    /// The exact GELU the GPU backends train with: values and gradients of the fused exact
+    /// GELU (checked above against burn's `gelu` on flex, whose backward is exact there).
+    #[test]
+    fn gelu_erf_has_the_exact_gradient() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (-600..600).map(|i| i as f32 * 0.01).chain([-30.0, 30.0]).collect();
+        let n = xs.len();
+        let input = || Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+        let (erf_x, fused_x) = (input(), input());
+        let (by_erf, fused) = (gelu_erf(erf_x.clone()), gelu(fused_x.clone(), false));
+        assert_close(by_erf.clone(), fused.clone(), "gelu");
+        let grad = |x: Tensor<1>, y: Tensor<1>| x.grad(&y.sum().backward()).unwrap();
+        let (erf_grad, fused_grad) = (grad(erf_x, by_erf), grad(fused_x, fused));
+        assert_close(erf_grad.clone(), fused_grad, "∂gelu/∂x");
+        // the derivative of the tanh approximation is 8.7e-4 away near x = -2: not this one
+        let at_minus_2 = values(erf_grad)[400];
+        let exact = 0.5 * (1.0 + libm_like_erf(-2.0 / 2f64.sqrt())) - 2.0 * (-2.0f64).exp() / (2.0 * core::f64::consts::PI).sqrt();
+        assert!((at_minus_2 as f64 - exact).abs() < 1e-5, "gelu'(-2) = {at_minus_2}, exact {exact}");
+    }
+
+    /// erf to 1.2e-7 (Numerical Recipes' erfc by Chebyshev fit), for the test's exact value.
+    fn libm_like_erf(x: f64) -> f64 {
+        let t = 1.0 / (1.0 + 0.5 * x.abs());
+        let poly = -x * x - 1.26551223
+            + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851413 + t * (-0.82215223 + t * 0.17087277))))))));
+        let erfc = t * poly.exp();
+        if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }
     }
 
     /// Against burn's plain-op formula, forward and backward, from the far tails through zero.
