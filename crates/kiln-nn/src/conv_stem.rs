@@ -33,8 +33,9 @@ impl ConvLayer {
     /// - `x`: `[batch, C_in, H, W]` -> `[batch, C_out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Self::Conv(conv) => conv.forward(x),
-            Self::BatchNorm(norm) => norm.forward(x),
+            Self::Conv(conv) => crate::fused::conv2d(conv, x),
+            // PyTorch's running-statistics update, and f32 statistics under bf16
+            Self::BatchNorm(norm) => crate::norm::batch_norm(norm, x),
             Self::Relu(act) => act.forward(x),
             Self::Gelu(act) => act.forward(x),
         }

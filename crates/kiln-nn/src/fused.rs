@@ -25,12 +25,26 @@ use crate::kernels::simd::Isa;
 ///
 /// # Shapes
 /// - `x`: `[..., n]` -> `[..., n]`
+/// In f32 whatever `x`'s dtype, as PyTorch's autocast computes softmax.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if runs_fused(&x) {
-        Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax_last(x.into_dispatch()))
-    } else {
-        burn::tensor::activation::softmax(x, D - 1)
+    in_f32(x, |x| {
+        if runs_fused(&x) {
+            Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax_last(x.into_dispatch()))
+        } else {
+            burn::tensor::activation::softmax(x, D - 1)
+        }
+    })
+}
+
+/// `f(x)` computed in f32 and returned in `x`'s dtype: what loses too much in bf16 (softmax,
+/// the statistics of a normalisation) runs in f32 when a model computes in bf16
+/// (`train.precision`), as under PyTorch's autocast.
+pub fn in_f32<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        return f(x);
     }
+    f(x.cast(DType::F32)).cast(dtype)
 }
 
 /// `(x − mean) / √(var + ε) · γ + β` over the last axis, biased variance (PyTorch's `LayerNorm`):
@@ -38,8 +52,10 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 ///
 /// # Shapes
 /// - `x`: `[..., n]`, `gamma` and `beta`: `[n]` -> `[..., n]`
+/// In f32 whatever `x`'s dtype, as PyTorch's autocast computes it.
 pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, epsilon: f64) -> Tensor<D> {
-    match beta {
+    let (gamma, beta) = (gamma.cast(DType::F32), beta.map(|b| b.cast(DType::F32)));
+    in_f32(x, |x| match beta {
         Some(beta) if runs_fused(&x) => Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
             x.into_dispatch(),
             gamma.into_dispatch(),
@@ -47,7 +63,7 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
             epsilon,
         )),
         beta => burn::tensor::module::layer_norm(x, gamma, beta, epsilon),
-    }
+    })
 }
 
 /// GELU, exact (`x·Φ(x)`, erf) or timm's tanh approximation: one autodiff node keeping only its

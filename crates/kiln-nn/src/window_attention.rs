@@ -4,6 +4,8 @@
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::fused::{linear, runs_fused, softmax_last, window_attention, window_attention_is_vectorised};
 use crate::{init, relative_position::relative_position_index};
@@ -126,31 +128,69 @@ pub fn multi_head_attention(
     let [_, _, c3] = qkv.dims();
     let scale = ((c3 / 3 / num_heads) as f64).powf(-0.5);
     // Dropout on the probabilities exists in the graph only; it is off at inference.
-    if runs_fused(&qkv) && window_attention_is_vectorised() && (attn_drop.prob == 0.0 || !qkv.device().is_autodiff()) {
+    let device = qkv.device();
+    if runs_fused(&qkv) && window_attention_is_vectorised() && (attn_drop.prob == 0.0 || !device.is_autodiff()) {
         window_attention(qkv, num_heads, scale, bias, mask)
+    } else if !device.is_autodiff() && device != Device::flex() {
+        // burn's own attention kernel on the GPU backends; their autodiff has none (it records
+        // the op-by-op fallback), so training takes the graph below either way
+        backend_attention(qkv, num_heads, scale, bias, mask)
     } else {
         attention_graph(qkv, num_heads, scale, bias, mask, attn_drop)
     }
+}
+
+/// `q`, `k`, `v` of a fused qkv projection, each `[windows, heads, N, head_dim]`.
+fn split_heads(qkv: Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
+    let [windows, n, c3] = qkv.dims();
+    let head_dim = c3 / 3 / heads;
+    let qkv = qkv.reshape([windows, n, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
+    [0, 1, 2].map(|i| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, head_dim]))
+}
+
+/// [`multi_head_attention`] through burn's `attention` op, the bias and mask summed into one
+/// additive bias per window and head.
+fn backend_attention(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>) -> Tensor<3> {
+    let [windows, n, c3] = qkv.dims();
+    let [q, k, v] = split_heads(qkv, heads);
+    let dtype = v.dtype();
+    // [groups, num_windows, heads, N, N], broadcast over the batch when expanded
+    let bias = bias.map(|b| b.reshape([1, 1, heads, n, n]));
+    let mask = mask.map(|m| {
+        let num_windows = m.dims()[0];
+        m.reshape([1, num_windows, 1, n, n])
+    });
+    let additive = match (bias, mask) {
+        (Some(b), Some(m)) => Some(b + m.cast(dtype)),
+        (b, m) => b.or(m.map(|m| m.cast(dtype))),
+    };
+    let additive = additive.map(|a| {
+        let [_, num_windows, _, _, _] = a.dims();
+        a.expand([windows / num_windows, num_windows, heads, n, n]).reshape([windows, heads, n, n])
+    });
+    let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+    burn::tensor::module::attention(q, k, v, None, additive, options).swap_dims(1, 2).reshape([windows, n, c3 / 3])
 }
 
 /// The same attention op by op, for other backends and dtypes and for attention dropout.
 fn attention_graph(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>, attn_drop: &Dropout) -> Tensor<3> {
     let [windows, n, c3] = qkv.dims();
     let c = c3 / 3;
-    let qkv = qkv.reshape([windows, n, 3, heads, c / heads]).permute([2, 0, 3, 1, 4]);
-    let take = |i: usize| qkv.clone().slice_dim(0, i..i + 1).reshape([windows, heads, n, c / heads]);
-    let (q, k, v) = (take(0), take(1), take(2));
-    let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+    let [q, k, v] = split_heads(qkv, heads);
+    // products in the input's dtype; the logits, bias, mask and softmax in f32 (as under
+    // PyTorch's autocast, where adding an f32 bias promotes the logits)
+    let dtype = v.dtype();
+    let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)).cast(DType::F32);
     if let Some(bias) = bias {
-        attn = attn + bias.unsqueeze_dim::<4>(0);
+        attn = attn + bias.cast(DType::F32).unsqueeze_dim::<4>(0);
     }
     if let Some(mask) = mask {
         let num_windows = mask.dims()[0];
         attn = (attn.reshape([windows / num_windows, num_windows, heads, n, n])
-            + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
+            + mask.cast(DType::F32).unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
         .reshape([windows, heads, n, n]);
     }
-    attn_drop.forward(softmax_last(attn)).matmul(v).swap_dims(1, 2).reshape([windows, n, c])
+    attn_drop.forward(softmax_last(attn).cast(dtype)).matmul(v).swap_dims(1, 2).reshape([windows, n, c])
 }
 
 #[cfg(test)]
@@ -219,7 +259,8 @@ mod tests {
 
     /// The kernel (with and without autodiff, in the widest form this CPU has; the forms agree
     /// with each other in `kernels::attention`'s tests) against the op-by-op graph: outputs, and
-    /// the gradients of qkv and of the bias, with and without bias and shifted-window mask.
+    /// the gradients of qkv and of the bias, with and without bias and shifted-window mask; and
+    /// burn's attention op (the GPU backends' inference path) gives the same output.
     /// Shapes: a window of 9 tokens (not a multiple of the kernel's blocks), a head of 5 channels.
     #[test]
     fn kernel_equals_the_op_by_op_graph_forward_and_backward() {
@@ -264,8 +305,11 @@ mod tests {
             }
             // without autodiff: the same kernel, no probabilities kept
             let mask = with_mask.then(|| mask.clone());
-            let inference = window_attention(qkv.clone(), heads, (head_dim as f64).powf(-0.5), with_bias.then(|| bias.clone()), mask);
-            close(&format!("{what}: inference"), crate::testing::test_values(inference), out);
+            let inference = window_attention(qkv.clone(), heads, (head_dim as f64).powf(-0.5), with_bias.then(|| bias.clone()), mask.clone());
+            close(&format!("{what}: inference"), crate::testing::test_values(inference), out.clone());
+            // burn's attention op, which the GPU backends take for inference
+            let backend = backend_attention(qkv.clone(), heads, (head_dim as f64).powf(-0.5), with_bias.then(|| bias.clone()), mask);
+            close(&format!("{what}: burn's attention"), crate::testing::test_values(backend), out);
         }
     }
 

@@ -15,10 +15,11 @@ use kiln_data::{Batch, LoaderPosition};
 use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
 use serde::Serialize;
 
-use crate::config::schema::ExperimentConfig;
+use crate::config::schema::{ExperimentConfig, Precision};
 use crate::distributed::{Collective, GradientSync};
 use crate::optim::{ParamPlan, optimizer};
-use crate::tasks::classify::train_step;
+use crate::precision::MixedPrecision;
+use crate::tasks::classify::loss;
 
 /// What one timed step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,6 +71,8 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
     /// Data-parallel ranks that ran the step (images/s counts all of them).
     pub ranks: usize,
+    /// `train.precision` of the step (the data loader: f32).
+    pub precision: Precision,
     /// Training over several ranks: the median time of averaging the gradients (copies in and
     /// out included), and of MPI's own in-place all-reduce of as many floats, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +147,7 @@ pub fn bench(
             let mut net = LoadedModel::build(name, config, &device)?;
             let plan = ParamPlan::new(exp, &net);
             net.model = plan.freeze(net.model);
+            let precision = MixedPrecision::new(exp.train.precision, &plan.buffers);
             let mut optim = optimizer(exp, &plan);
             let mut sync = GradientSync::new(exp.optim.clip_grad);
             let floats: usize = net.model.num_params();
@@ -165,7 +169,7 @@ pub fn bench(
                     position: LoaderPosition::default(),
                 };
                 let started = Instant::now();
-                let (_, grads) = train_step(&net.model, &batch, exp, classes, collective.world(), &device);
+                let (_, grads) = precision.step(&net.model, collective.world(), |model, dtype| loss(model, &batch, exp, classes, dtype, &device));
                 device.sync().expect("device sync");
                 // the ranks meet first, so the exchange is timed and not the wait for the slower rank
                 collective.sum_f64(&mut [0.0]);
@@ -190,12 +194,14 @@ pub fn bench(
         }
         BenchMode::Data => return Err(ModelError::InvalidConfig("the data mode times a loader: use bench_loader".into())),
         BenchMode::Infer => {
-            let model = LoadedModel::build(name, config, device)?.model;
+            let net = LoadedModel::build(name, config, device)?;
+            let precision = MixedPrecision::new(exp.train.precision, &ParamPlan::new(exp, &net).buffers);
+            let model = precision.compute_copy(&net.model);
             for step in 0..opts.warmup + opts.steps {
                 if step == opts.warmup {
                     peak = PeakMemory::start();
                 }
-                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).cast(precision.dtype());
                 let started = Instant::now();
                 let logits = model.forward(x);
                 device.sync().expect("device sync");
@@ -208,6 +214,7 @@ pub fn bench(
     }
     let mut report = report(name.to_string(), opts, opts.batch, [height, width], times, peak);
     report.ranks = collective.world();
+    report.precision = exp.train.precision;
     report.images_per_s *= collective.world() as f64;
     report.sync_ms_median = median(sync_times).map(|s| 1e3 * s);
     report.allreduce_ms_median = median(allreduce_times).map(|s| 1e3 * s);
@@ -234,6 +241,7 @@ fn report(model: String, opts: &BenchOptions, batch: usize, img_size: [usize; 2]
         step_ms_max: 1e3 * times[times.len() - 1],
         peak_rss_mib: peak.and_then(|p| p.read()),
         ranks: 1,
+        precision: Precision::F32,
         sync_ms_median: None,
         allreduce_ms_median: None,
     }

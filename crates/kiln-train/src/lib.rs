@@ -29,6 +29,7 @@ pub mod mpi;
 pub mod network;
 mod optim;
 pub mod plot;
+pub mod precision;
 pub mod schedule;
 pub mod seg_inference;
 pub mod seg_metrics;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kiln_models::find;
+use kiln_train::config::schema::Precision;
 use kiln_train::bench::{BenchMode, BenchOptions, BenchReport, bench, default_experiment};
 
 use crate::device;
@@ -40,13 +41,16 @@ pub struct Args {
     /// flex (CPU) or wgpu (GPU).
     #[arg(long)]
     device: Option<String>,
+    /// f32, or bf16 as `train.precision = "bf16"` trains (default the experiment's, or f32).
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    precision: Option<String>,
     /// One JSON object per measurement per line.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (name, mut config, experiment, batch, device_name) = match (&args.model, &args.config) {
+    let (name, mut config, mut experiment, batch, device_name) = match (&args.model, &args.config) {
         (_, Some(path)) => {
             let resolved = kiln_train::config::load(path, &[])?;
             let exp = resolved.experiment.clone();
@@ -64,6 +68,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(n) = args.num_classes {
         config.set_num_classes(n);
     }
+    match args.precision.as_deref() {
+        Some("bf16") => experiment.train.precision = Precision::Bf16,
+        Some(_) => experiment.train.precision = Precision::F32,
+        None => {}
+    }
     if args.mode == "data" {
         let Some(path) = &args.config else { anyhow::bail!("--mode data times an experiment's loader: give --config FILE") };
         let resolved = kiln_train::config::load(path, &[])?;
@@ -71,7 +80,11 @@ pub fn run(args: Args) -> Result<()> {
         print_report(&kiln_train::bench::bench_loader(&resolved, &opts)?, args.json);
         return Ok(());
     }
-    let device = device::parse(args.device.as_deref().unwrap_or(&device_name))?;
+    let device_name = args.device.as_deref().unwrap_or(&device_name);
+    if let Some(why) = kiln_train::precision::unsupported(experiment.train.precision, device_name.split(':').next().unwrap_or_default()) {
+        anyhow::bail!("--precision: {why}");
+    }
+    let device = device::parse(device_name)?;
     let collective = kiln_train::launcher::from_launcher()?;
     let modes = match args.mode.as_str() {
         "train" => vec![BenchMode::Train],
@@ -100,8 +113,9 @@ fn print_report(r: &BenchReport, json: bool) {
     };
     let memory = r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into());
     let ranks = if r.ranks > 1 { format!(" x {} ranks", r.ranks) } else { String::new() };
+    let precision = if r.precision == Precision::Bf16 { " bf16" } else { "" };
     println!(
-        "{} {mode} batch {}{ranks} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}",
+        "{} {mode}{precision} batch {}{ranks} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}",
         r.model, r.batch, r.img_size[0], r.img_size[1], r.images_per_s, r.step_ms_median, r.step_ms_min, r.step_ms_max
     );
     if let (Some(sync), Some(raw)) = (r.sync_ms_median, r.allreduce_ms_median) {

@@ -369,3 +369,33 @@ fn devices_must_be_cuda_gpus_of_a_cuda_build() {
         assert_clean_failure(&run("cuda:0,cuda:1"), "--features cuda");
     }
 }
+
+/// `train.precision` takes f32 or bf16, and bf16 is refused on wgpu, whose shader language has
+/// no bf16 type, before anything is written (training and the bench alike).
+#[test]
+fn precision_is_f32_or_bf16_and_bf16_is_refused_on_wgpu() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let train = |sets: &[&str]| {
+        let dir = scratch(&format!("precision-{}", sets.join("-").replace(['=', '.'], "-")));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command.args(["train", "configs/quickstart.toml", "--max-steps", "1", "--output-dir", dir.join("run").to_str().unwrap()]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        (command.current_dir(root).output().unwrap(), dir)
+    };
+    let (out, dir) = train(&["train.precision=f16"]);
+    assert_clean_failure(&out, "train.precision");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"), "the error lists what is accepted");
+    let (out, dir_wgpu) = train(&["train.precision=bf16", "train.device=wgpu"]);
+    assert_clean_failure(&out, "WGSL");
+    for dir in [dir, dir_wgpu] {
+        assert!(!dir.join("run").exists(), "a refused run wrote its directory");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["bench", "--model", "swin_tiny_patch4_window7_224", "--device", "wgpu", "--precision", "bf16"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "WGSL");
+}

@@ -544,12 +544,27 @@ pub struct TrainSection {
     /// `device` alone. Across processes and machines, launch with `mpirun` instead (README).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Float precision of the forward and backward passes: `f32`, or `bf16` as PyTorch's
+    /// autocast runs it (weights and optimiser in f32, matrix products and convolutions in
+    /// bf16, softmax, normalisation and the loss in f32).
+    pub precision: Precision,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
-        Self { seed: 42, accum_steps: 1, ema: false, ema_decay: 0.9998, device: "flex".to_string(), devices: Vec::new() }
+        Self { seed: 42, accum_steps: 1, ema: false, ema_decay: 0.9998, device: "flex".to_string(), devices: Vec::new(), precision: Precision::F32 }
     }
+}
+
+/// `train.precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision: bf16 compute on f32 weights.
+    Bf16,
 }
 
 /// `[eval]`: validation during training.

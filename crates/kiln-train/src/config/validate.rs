@@ -469,6 +469,9 @@ fn check_loop(config: &ExperimentConfig, c: &mut Checker<'_>) {
     if !["flex", "wgpu", "cuda"].contains(&kind) || index.is_some_and(|i| i.parse::<usize>().is_err()) {
         c.fail("train.device", format!("unknown device `{device}`; use flex (CPU), wgpu or cuda, optionally with an index (cuda:1)"));
     }
+    if let Some(why) = crate::precision::unsupported(config.train.precision, kind) {
+        c.fail("train.precision", why);
+    }
     let devices = &config.train.devices;
     let cuda = |d: &String| d.strip_prefix("cuda").is_some_and(|rest| rest.is_empty() || rest.strip_prefix(':').is_some_and(|i| i.parse::<usize>().is_ok()));
     if !devices.iter().all(cuda) {
