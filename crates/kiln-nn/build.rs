@@ -1,21 +1,43 @@
-//! Links the system's OpenBLAS when pkg-config finds it (Debian: `apt-get install
-//! libopenblas-dev`) and sets `cfg(kiln_openblas)`; without it Kiln's matrix products stay on
-//! burn-flex's gemm. `KILN_BLAS=0` at build time leaves OpenBLAS out even when it is there.
+//! Picks the BLAS behind Kiln's matrix products (`KILN_BLAS` at build time):
+//! - unset or `auto`: the system's OpenBLAS when pkg-config finds it (Debian: `apt-get install
+//!   libopenblas-dev`), else BLIS, built from the sources the `blis-src` crate vendors, so a
+//!   fresh machine gets a BLAS with `cargo build` alone;
+//! - `blis` or `openblas`: that one (`openblas` fails the build when pkg-config does not find it);
+//! - `0`: none, burn-flex's gemm.
+//!
+//! It sets `cfg(kiln_blas)` and `cfg(kiln_openblas)` or `cfg(kiln_blis)`. BLIS is compiled
+//! either way (a crate's dependencies cannot depend on what its build script finds) but is
+//! linked only when chosen.
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(kiln_openblas)");
+    for cfg in ["kiln_blas", "kiln_openblas", "kiln_blis"] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
     println!("cargo::rerun-if-env-changed=KILN_BLAS");
     println!("cargo::rerun-if-env-changed=PKG_CONFIG_PATH");
-    if std::env::var("KILN_BLAS").as_deref() == Ok("0") {
-        return;
-    }
-    // the pkg-config crate prints the link search paths and libraries when it finds the library
-    match pkg_config::Config::new().cargo_metadata(true).probe("openblas") {
-        Ok(_) => println!("cargo::rustc-cfg=kiln_openblas"),
-        Err(_) => println!(
-            "cargo::warning=OpenBLAS not found by pkg-config: matrix products use burn-flex's gemm \
-             (about two thirds of OpenBLAS's speed). `apt-get install libopenblas-dev pkg-config`, then \
-             `cargo clean -p kiln-nn`, to link it."
-        ),
-    }
+    println!("cargo::rerun-if-env-changed=PKG_CONFIG_LIBDIR");
+    let choice = std::env::var("KILN_BLAS").unwrap_or_default();
+    let chosen = match choice.as_str() {
+        "0" => return,
+        "blis" => "kiln_blis",
+        "openblas" => match openblas() {
+            Ok(()) => "kiln_openblas",
+            Err(e) => panic!("KILN_BLAS=openblas, but pkg-config does not find OpenBLAS ({e}): `apt-get install libopenblas-dev pkg-config`"),
+        },
+        "" | "auto" => {
+            if openblas().is_ok() {
+                "kiln_openblas"
+            } else {
+                "kiln_blis"
+            }
+        }
+        other => panic!("KILN_BLAS={other}: use auto, blis, openblas or 0"),
+    };
+    println!("cargo::rustc-cfg=kiln_blas");
+    println!("cargo::rustc-cfg={chosen}");
+}
+
+/// Links OpenBLAS if pkg-config finds it (the crate prints the search paths and libraries).
+fn openblas() -> Result<(), pkg_config::Error> {
+    pkg_config::Config::new().cargo_metadata(true).probe("openblas").map(|_| ())
 }

@@ -39,7 +39,6 @@
 use burn::nn::{Linear, Relu};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
-use burn::tensor::DType;
 use kiln_nn::{
     ConvStem, ConvStemConfig, CrossAttention, CrossAttentionConfig, DropPath, LayerNorm, LayerNormConfig, Mlp, MlpConfig, drop_path_schedule,
     init, max_pool_ceil, max_pool_pyramid, window_partition, window_reverse,
@@ -564,14 +563,14 @@ impl RelativePositionEmbed {
     ///
     /// # Shapes
     /// - returns `[1, side², C]`
-    fn embedding(&self, side: usize, dtype: DType, device: &Device) -> Tensor<3> {
+    fn embedding(&self, side: usize, device: &Device) -> Tensor<3> {
         let half = (side / 2) as f32;
         let coords: Vec<f32> = (0..side)
             .flat_map(|i| (0..side).flat_map(move |j| [(i as f32 - half) / half, (j as f32 - half) / half]))
             .collect();
-        let x = Tensor::<2>::from_data(TensorData::new(coords, [side * side, 2]), device).cast(dtype);
+        let x = Tensor::<2>::from_data(TensorData::new(coords, [side * side, 2]), device);
         let out = self.projector.iter().fold(x, |x, layer| match layer {
-            ProjectorLayer::Linear(linear) => linear.forward(x),
+            ProjectorLayer::Linear(linear) => kiln_nn::fused::linear(linear, x),
             ProjectorLayer::Relu(relu) => relu.forward(x),
         });
         out.unsqueeze_dim(0)
@@ -631,7 +630,7 @@ impl MultiScaleAttentionBlock {
         let device = x[0].device();
         // Step 0: the in-window position code of each scale, every block
         for (l, tokens) in x.iter_mut().enumerate() {
-            *tokens = tokens.clone() + self.posemb[l].embedding(plan.layout[l].window, tokens.dtype(), &device);
+            *tokens = tokens.clone() + self.posemb[l].embedding(plan.layout[l].window, &device);
         }
         // Step 1: bottom-up summary, fine to coarse, each pooled scale feeding the next
         for l in 0..n - 1 {

@@ -201,7 +201,7 @@ impl Stem {
     /// # Shapes
     /// - `x`: `[batch, in_chans, H, W]` -> `[batch, dim, ceil(H/4), ceil(W/4)]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.norm.forward(self.conv.forward(x))
+        self.norm.forward(kiln_nn::fused::conv2d(&self.conv, x))
     }
 }
 

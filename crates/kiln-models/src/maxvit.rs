@@ -324,8 +324,8 @@ impl Stem {
     /// # Shapes
     /// - `x`: `[batch, in_chans, H, W]` -> `[batch, stem_width, ⌈H/2⌉, ⌈W/2⌉]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.act.forward(batch_norm(&self.norm1, self.conv1.forward(x)));
-        self.conv2.forward(x)
+        let x = self.act.forward(batch_norm(&self.norm1, kiln_nn::fused::conv2d(&self.conv1, x)));
+        kiln_nn::fused::conv2d(&self.conv2, x)
     }
 }
 

@@ -5,7 +5,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::fused::{linear, softmax_last};
+use crate::fused::{autocast_matmul, linear, softmax_last};
 use crate::init;
 
 /// Configuration of a [`ChannelGroupAttention`].
@@ -68,8 +68,8 @@ impl ChannelGroupAttention {
 
         let scale = (head_dim as f64).powf(-0.5);
         // [batch, heads, d, d]: channel-to-channel affinities summed over every token
-        let attn = softmax_last(k.mul_scalar(scale).swap_dims(2, 3).matmul(v));
-        let out = q.matmul(attn.swap_dims(2, 3));
+        let attn = softmax_last(autocast_matmul(k.mul_scalar(scale).swap_dims(2, 3), v));
+        let out = autocast_matmul(q, attn.swap_dims(2, 3));
         linear(&self.proj, out.swap_dims(1, 2).reshape([batch, n, c]))
     }
 }

@@ -108,7 +108,7 @@ impl ConvDownsample {
     /// # Shapes
     /// - `x`: `[batch, dim, H, W]` -> `[batch, 2·dim, ceil(H / 2), ceil(W / 2)]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(self.norm.forward(x))
+        crate::fused::conv2d(&self.conv, self.norm.forward(x))
     }
 }
 

@@ -8,7 +8,7 @@
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
-use crate::fused::{linear, softmax_last};
+use crate::fused::{autocast_matmul, linear, softmax_last};
 use crate::init;
 
 /// The logit a masked key gets: its weight after the softmax is exactly 0 in f32, and a query
@@ -115,7 +115,7 @@ impl CrossAttention {
         let [n, heads, queries, head_dim] = q.dims();
         let keys = k.dims()[2];
         let scale = (head_dim as f64).powf(-0.5);
-        let logits = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+        let logits = autocast_matmul(q.mul_scalar(scale), k.swap_dims(2, 3));
         let logits = match key_mask {
             Some(mask) => {
                 let mask = mask.reshape([n, 1, 1, keys]).expand([n, heads, queries, keys]);
@@ -135,7 +135,7 @@ impl CrossAttention {
     pub fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, key_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let [n, heads, queries, head_dim] = q.dims();
         let weights = self.attn_drop.forward(self.attention_weights(q, k, key_mask));
-        let out = weights.matmul(v).swap_dims(1, 2).reshape([n, queries, heads * head_dim]);
+        let out = autocast_matmul(weights, v).swap_dims(1, 2).reshape([n, queries, heads * head_dim]);
         self.proj_drop.forward(linear(&self.proj, out))
     }
 

@@ -18,6 +18,7 @@ use burn::tensor::DType;
 use burn::tensor::activation::sigmoid;
 
 pub use crate::kernels::FusedOps;
+use crate::autocast::{self, operand, product_dtype};
 use crate::kernels::blas;
 use crate::kernels::simd::Isa;
 
@@ -25,26 +26,12 @@ use crate::kernels::simd::Isa;
 ///
 /// # Shapes
 /// - `x`: `[..., n]` -> `[..., n]`
-/// In f32 whatever `x`'s dtype, as PyTorch's autocast computes softmax.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    in_f32(x, |x| {
-        if runs_fused(&x) {
-            Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax_last(x.into_dispatch()))
-        } else {
-            burn::tensor::activation::softmax(x, D - 1)
-        }
-    })
-}
-
-/// `f(x)` computed in f32 and returned in `x`'s dtype: what loses too much in bf16 (softmax,
-/// the statistics of a normalisation) runs in f32 when a model computes in bf16
-/// (`train.precision`), as under PyTorch's autocast.
-pub fn in_f32<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
-    let dtype = x.dtype();
-    if dtype == DType::F32 {
-        return f(x);
+    if runs_fused(&x) {
+        Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax_last(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::softmax(x, D - 1)
     }
-    f(x.cast(DType::F32)).cast(dtype)
 }
 
 /// `(x − mean) / √(var + ε) · γ + β` over the last axis, biased variance (PyTorch's `LayerNorm`):
@@ -52,10 +39,8 @@ pub fn in_f32<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<
 ///
 /// # Shapes
 /// - `x`: `[..., n]`, `gamma` and `beta`: `[n]` -> `[..., n]`
-/// In f32 whatever `x`'s dtype, as PyTorch's autocast computes it.
 pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, epsilon: f64) -> Tensor<D> {
-    let (gamma, beta) = (gamma.cast(DType::F32), beta.map(|b| b.cast(DType::F32)));
-    in_f32(x, |x| match beta {
+    match beta {
         Some(beta) if runs_fused(&x) => Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
             x.into_dispatch(),
             gamma.into_dispatch(),
@@ -63,7 +48,7 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<T
             epsilon,
         )),
         beta => burn::tensor::module::layer_norm(x, gamma, beta, epsilon),
-    })
+    }
 }
 
 /// GELU, exact (`x·Φ(x)`, erf) or timm's tanh approximation: one autodiff node keeping only its
@@ -119,6 +104,17 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [out_channels, _, kh, kw] = conv.weight.dims();
+    if product_dtype().is_some() {
+        // under autocast: the convolution in the low precision, the bias added in f32
+        let mut low = conv.clone();
+        low.weight = low.weight.map(operand);
+        let bias = low.bias.take();
+        let y = autocast::result(low.forward(operand(x)));
+        return match bias {
+            Some(bias) => y + bias.val().reshape([1, out_channels, 1, 1]),
+            None => y,
+        };
+    }
     if !runs_fused(&x) {
         return conv.forward(x);
     }
@@ -156,7 +152,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// - `x`: `[batch, H, W, C]` -> `[batch, OH, OW, C]`
 pub fn depthwise_conv2d_channels_last(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, height, width, channels] = x.dims();
-    if !(runs_fused(&x) && is_depthwise(conv, channels) && conv.stride == [1, 1]) {
+    if !(runs_fused_product(&x) && is_depthwise(conv, channels) && conv.stride == [1, 1]) {
         return conv2d(conv, x.permute([0, 3, 1, 2])).permute([0, 2, 3, 1]);
     }
     let padding = resolved_padding(conv, [height, width]);
@@ -204,7 +200,7 @@ fn depthwise_node(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4], channels_las
 }
 
 /// `x·W + b` through `linear`'s weights (burn's `[d_input, d_output]` layout): on burn-flex with
-/// OpenBLAS linked (see `blas`) one matrix-product node whose backward pass is two more
+/// a BLAS linked (see `blas`) one matrix-product node whose backward pass is two more
 /// products, `linear.forward` otherwise.
 ///
 /// # Shapes
@@ -220,6 +216,14 @@ pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
 
 /// `x·weight + bias` for `[rows, d_input]` rows and a `[d_input, d_output]` weight.
 fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    if product_dtype().is_some() {
+        // under autocast: the product in the low precision, the bias added in f32
+        let y = autocast::result(burn::tensor::module::linear(operand(x), operand(weight), None));
+        return match bias {
+            Some(bias) => y + bias.unsqueeze(),
+            None => y,
+        };
+    }
     if !(runs_fused(&x) && blas::enabled()) {
         return burn::tensor::module::linear(x, weight, bias);
     }
@@ -233,16 +237,22 @@ fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2>
 }
 
 /// `lhs·rhs` per batch entry, a batch of 1 on either side shared by every entry: through
-/// OpenBLAS as one autodiff node on burn-flex when it is linked, burn's `matmul` otherwise.
+/// a BLAS as one autodiff node on burn-flex when one is linked, burn's `matmul` otherwise.
 ///
 /// # Shapes
 /// - `lhs`: `[batch or 1, M, K]`, `rhs`: `[batch or 1, K, N]` -> `[batch, M, N]`
 pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
-    if runs_fused(&lhs) && blas::enabled() {
+    if runs_fused_product(&lhs) && blas::enabled() {
         Tensor::from_dispatch(<Dispatch as FusedOps>::fused_matmul(lhs.into_dispatch(), rhs.into_dispatch()))
     } else {
-        lhs.matmul(rhs)
+        autocast_matmul(lhs, rhs)
     }
+}
+
+/// `lhs·rhs` through burn's `matmul`, in the low precision under [`autocast`](crate::autocast),
+/// the result in f32.
+pub fn autocast_matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+    autocast::result(operand(lhs).matmul(operand(rhs)))
 }
 
 /// Whether [`window_attention`] has a SIMD form on this CPU (x86-64 with AVX2 or AVX-512). Its
@@ -278,6 +288,12 @@ pub(crate) fn window_attention(qkv: Tensor<3>, heads: usize, scale: f64, bias: O
 /// The kernels below are written for f32 on burn-flex, with or without autodiff.
 pub(crate) fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && x.device().inner() == Device::flex()
+}
+
+/// [`runs_fused`] for the kernels that are products (matrix products, convolutions,
+/// attention): not under [`autocast`](crate::autocast), which computes them in low precision.
+pub(crate) fn runs_fused_product<const D: usize>(x: &Tensor<D>) -> bool {
+    runs_fused(x) && product_dtype().is_none()
 }
 #[cfg(test)]
 mod tests {
@@ -481,7 +497,7 @@ mod tests {
     #[test]
     fn linear_and_batched_products_match_burns_forward_and_backward() {
         use burn::nn::LinearConfig;
-        // the products go through OpenBLAS when it is linked, through burn's ops otherwise
+        // the products go through the BLAS when one is linked, through burn's ops otherwise
         let device = Device::flex().autodiff();
         for bias in [true, false] {
             let layer = LinearConfig::new(7, 9).with_bias(bias).init(&device);

@@ -5,6 +5,7 @@
 //! to dense heads are channels-first (`[batch, channels, height, width]`).
 
 pub mod activation;
+pub mod autocast;
 pub mod channel_attention;
 pub mod conv_module;
 pub mod conv_pos_enc;
@@ -15,6 +16,8 @@ pub mod fused;
 pub mod head;
 pub mod init;
 mod kernels;
+
+pub use kernels::blas::describe as matrix_products;
 pub mod mbconv;
 pub mod mlp;
 pub mod norm;

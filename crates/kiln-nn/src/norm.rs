@@ -4,9 +4,6 @@
 use burn::module::Param;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::DType;
-
-use crate::fused::in_f32;
 
 /// Configuration of a [`LayerNorm2d`].
 #[derive(Config, Debug)]
@@ -43,15 +40,11 @@ impl LayerNorm2dConfig {
 impl LayerNorm2d {
     /// # Shapes
     /// - `x`: `[batch, C, H, W]` -> `[batch, C, H, W]`
-    /// In f32 whatever `x`'s dtype ([`in_f32`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let channels = self.weight.dims()[0];
-        in_f32(x, |x| {
-            let (var, mean) = x.clone().var_mean_bias(1);
-            let x = (x - mean) / var.add_scalar(self.epsilon).sqrt();
-            let per_channel = |p: &Param<Tensor<1>>| p.val().cast(DType::F32).reshape([1, channels, 1, 1]);
-            x * per_channel(&self.weight) + per_channel(&self.bias)
-        })
+        let (var, mean) = x.clone().var_mean_bias(1);
+        let x = (x - mean) / var.add_scalar(self.epsilon).sqrt();
+        x * self.weight.val().reshape([1, channels, 1, 1]) + self.bias.val().reshape([1, channels, 1, 1])
     }
 }
 
@@ -118,15 +111,7 @@ impl LayerNorm {
 /// # Panics
 /// In training, if a channel has a single value (PyTorch refuses this too: its variance is
 /// undefined).
-///
-/// In f32 whatever `x`'s dtype ([`in_f32`]); the running statistics stay f32.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() != DType::F32 || bn.gamma.val().dtype() != DType::F32 {
-        let mut bn = bn.clone();
-        bn.gamma = bn.gamma.map(|g| g.cast(DType::F32));
-        bn.beta = bn.beta.map(|b| b.cast(DType::F32));
-        return in_f32(x, |x| batch_norm(&bn, x));
-    }
     if !(x.device().is_autodiff() && bn.training.is_enabled()) {
         return bn.forward(x);
     }

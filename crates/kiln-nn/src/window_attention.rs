@@ -4,10 +4,10 @@
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::fused::{linear, runs_fused, softmax_last, window_attention, window_attention_is_vectorised};
+use crate::autocast::{self, operand};
+use crate::fused::{autocast_matmul, linear, runs_fused_product, softmax_last, window_attention, window_attention_is_vectorised};
 use crate::{init, relative_position::relative_position_index};
 
 /// Configuration of a [`WindowAttention`].
@@ -129,7 +129,7 @@ pub fn multi_head_attention(
     let scale = ((c3 / 3 / num_heads) as f64).powf(-0.5);
     // Dropout on the probabilities exists in the graph only; it is off at inference.
     let device = qkv.device();
-    if runs_fused(&qkv) && window_attention_is_vectorised() && (attn_drop.prob == 0.0 || !device.is_autodiff()) {
+    if runs_fused_product(&qkv) && window_attention_is_vectorised() && (attn_drop.prob == 0.0 || !device.is_autodiff()) {
         window_attention(qkv, num_heads, scale, bias, mask)
     } else if !device.is_autodiff() && device != Device::flex() {
         // burn's own attention kernel on the GPU backends; their autodiff has none (it records
@@ -152,10 +152,10 @@ fn split_heads(qkv: Tensor<3>, heads: usize) -> [Tensor<4>; 3] {
 /// additive bias per window and head.
 fn backend_attention(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tensor<3>>, mask: Option<Tensor<3>>) -> Tensor<3> {
     let [windows, n, c3] = qkv.dims();
-    let [q, k, v] = split_heads(qkv, heads);
+    let [q, k, v] = split_heads(qkv, heads).map(operand);
     let dtype = v.dtype();
     // [groups, num_windows, heads, N, N], broadcast over the batch when expanded
-    let bias = bias.map(|b| b.reshape([1, 1, heads, n, n]));
+    let bias = bias.map(|b| b.cast(dtype).reshape([1, 1, heads, n, n]));
     let mask = mask.map(|m| {
         let num_windows = m.dims()[0];
         m.reshape([1, num_windows, 1, n, n])
@@ -169,7 +169,8 @@ fn backend_attention(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tens
         a.expand([windows / num_windows, num_windows, heads, n, n]).reshape([windows, heads, n, n])
     });
     let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
-    burn::tensor::module::attention(q, k, v, None, additive, options).swap_dims(1, 2).reshape([windows, n, c3 / 3])
+    let out = burn::tensor::module::attention(q, k, v, None, additive, options);
+    autocast::result(out).swap_dims(1, 2).reshape([windows, n, c3 / 3])
 }
 
 /// The same attention op by op, for other backends and dtypes and for attention dropout.
@@ -177,20 +178,17 @@ fn attention_graph(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tensor
     let [windows, n, c3] = qkv.dims();
     let c = c3 / 3;
     let [q, k, v] = split_heads(qkv, heads);
-    // products in the input's dtype; the logits, bias, mask and softmax in f32 (as under
-    // PyTorch's autocast, where adding an f32 bias promotes the logits)
-    let dtype = v.dtype();
-    let mut attn = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)).cast(DType::F32);
+    let mut attn = autocast_matmul(q.mul_scalar(scale), k.swap_dims(2, 3));
     if let Some(bias) = bias {
-        attn = attn + bias.cast(DType::F32).unsqueeze_dim::<4>(0);
+        attn = attn + bias.unsqueeze_dim::<4>(0);
     }
     if let Some(mask) = mask {
         let num_windows = mask.dims()[0];
         attn = (attn.reshape([windows / num_windows, num_windows, heads, n, n])
-            + mask.cast(DType::F32).unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
+            + mask.unsqueeze_dim::<4>(1).unsqueeze_dim::<5>(0))
         .reshape([windows, heads, n, n]);
     }
-    attn_drop.forward(softmax_last(attn).cast(dtype)).matmul(v).swap_dims(1, 2).reshape([windows, n, c])
+    autocast_matmul(attn_drop.forward(softmax_last(attn)), v).swap_dims(1, 2).reshape([windows, n, c])
 }
 
 #[cfg(test)]

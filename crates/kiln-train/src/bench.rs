@@ -13,12 +13,13 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use kiln_data::{Batch, LoaderPosition};
 use kiln_models::{Backbone, LoadedModel, ModelConfig, ModelError};
+use kiln_nn::autocast::autocast;
 use serde::Serialize;
 
 use crate::config::schema::{ExperimentConfig, Precision};
 use crate::distributed::{Collective, GradientSync};
 use crate::optim::{ParamPlan, optimizer};
-use crate::precision::MixedPrecision;
+use crate::precision;
 use crate::tasks::classify::loss;
 
 /// What one timed step does.
@@ -73,6 +74,8 @@ pub struct BenchReport {
     pub ranks: usize,
     /// `train.precision` of the step (the data loader: f32).
     pub precision: Precision,
+    /// What computed the matrix products on the CPU ([`kiln_nn::matrix_products`]).
+    pub matrix_products: String,
     /// Training over several ranks: the median time of averaging the gradients (copies in and
     /// out included), and of MPI's own in-place all-reduce of as many floats, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,7 +150,6 @@ pub fn bench(
             let mut net = LoadedModel::build(name, config, &device)?;
             let plan = ParamPlan::new(exp, &net);
             net.model = plan.freeze(net.model);
-            let precision = MixedPrecision::new(exp.train.precision, &plan.buffers);
             let mut optim = optimizer(exp, &plan);
             let mut sync = GradientSync::new(exp.optim.clip_grad);
             let floats: usize = net.model.num_params();
@@ -169,7 +171,7 @@ pub fn bench(
                     position: LoaderPosition::default(),
                 };
                 let started = Instant::now();
-                let (_, grads) = precision.step(&net.model, collective.world(), |model, dtype| loss(model, &batch, exp, classes, dtype, &device));
+                let (_, grads) = precision::step(exp.train.precision, &net.model, collective.world(), |model| loss(model, &batch, exp, classes, &device));
                 device.sync().expect("device sync");
                 // the ranks meet first, so the exchange is timed and not the wait for the slower rank
                 collective.sum_f64(&mut [0.0]);
@@ -194,16 +196,14 @@ pub fn bench(
         }
         BenchMode::Data => return Err(ModelError::InvalidConfig("the data mode times a loader: use bench_loader".into())),
         BenchMode::Infer => {
-            let net = LoadedModel::build(name, config, device)?;
-            let precision = MixedPrecision::new(exp.train.precision, &ParamPlan::new(exp, &net).buffers);
-            let model = precision.compute_copy(&net.model);
+            let model = LoadedModel::build(name, config, device)?.model;
             for step in 0..opts.warmup + opts.steps {
                 if step == opts.warmup {
                     peak = PeakMemory::start();
                 }
-                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).cast(precision.dtype());
+                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
                 let started = Instant::now();
-                let logits = model.forward(x);
+                let logits = autocast(precision::product_dtype(exp.train.precision), || model.forward(x));
                 device.sync().expect("device sync");
                 drop(logits);
                 if step >= opts.warmup {
@@ -242,6 +242,7 @@ fn report(model: String, opts: &BenchOptions, batch: usize, img_size: [usize; 2]
         peak_rss_mib: peak.and_then(|p| p.read()),
         ranks: 1,
         precision: Precision::F32,
+        matrix_products: kiln_nn::matrix_products(),
         sync_ms_median: None,
         allreduce_ms_median: None,
     }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use burn::optim::{GradientsAccumulator, ModuleOptimizer};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_data::{DataError, EpochBatches, LoaderPosition};
 
@@ -21,7 +20,7 @@ use crate::error::TrainError;
 use crate::metrics_log::MetricsLog;
 use crate::network::Network;
 use crate::optim::{ParamPlan, optimizer};
-use crate::precision::MixedPrecision;
+use crate::precision;
 use crate::schedule::LrSchedule;
 
 /// How to run.
@@ -108,9 +107,9 @@ pub trait Task {
     fn epoch(&self, position: LoaderPosition) -> Result<Self::Epoch, DataError>;
     /// Examples in a batch.
     fn batch_len(batch: &Self::Batch) -> usize;
-    /// The training loss of `batch`, a scalar: the images cast to `dtype` (the precision
-    /// `module`'s weights compute in, [`MixedPrecision`]), the loss taken on f32 logits.
-    fn loss(&self, module: &<Self::Net as Network>::Module, batch: &Self::Batch, dtype: FloatDType, device: &Device) -> Tensor<1>;
+    /// The training loss of `batch`, a scalar (the loop takes its gradients, at the
+    /// experiment's `train.precision`).
+    fn loss(&self, module: &<Self::Net as Network>::Module, batch: &Self::Batch, device: &Device) -> Tensor<1>;
     /// Evaluates `module` on this rank's shard of the validation data, the counts summed over
     /// the ranks by `collective`, so every rank gets the metrics of the whole split.
     fn evaluate(&self, module: &<Self::Net as Network>::Module, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError>;
@@ -208,7 +207,6 @@ pub fn run<T: Task>(
     let plan = ParamPlan::new(exp, &net);
     *net.module_mut() = plan.freeze(net.module().clone());
     let buffers = plan.buffers.clone();
-    let precision = MixedPrecision::new(exp.train.precision, &buffers);
     let mut optim = optimizer(exp, &plan);
     let mut sync = GradientSync::new(exp.optim.clip_grad);
     if let Some(dir) = resumed_from {
@@ -232,7 +230,7 @@ pub fn run<T: Task>(
             // reseeded per step, so drop-path draws are the same after a resume
             device.seed(exp.train.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (state.step * accum + pending) as u64);
             // accumulated and then summed over the ranks, each gradient counts 1 / (accum x ranks)
-            let (loss, grads) = precision.step(net.module(), accum * collective.world(), |module, dtype| task.loss(module, &batch, dtype, device));
+            let (loss, grads) = precision::step(exp.train.precision, net.module(), accum * collective.world(), |module| task.loss(module, &batch, device));
             if !loss.is_finite() {
                 return Err(TrainError::Diverged { step: state.step, epoch, loss, last: last_dir.display().to_string() });
             }

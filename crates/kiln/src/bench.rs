@@ -115,8 +115,8 @@ fn print_report(r: &BenchReport, json: bool) {
     let ranks = if r.ranks > 1 { format!(" x {} ranks", r.ranks) } else { String::new() };
     let precision = if r.precision == Precision::Bf16 { " bf16" } else { "" };
     println!(
-        "{} {mode}{precision} batch {}{ranks} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}",
-        r.model, r.batch, r.img_size[0], r.img_size[1], r.images_per_s, r.step_ms_median, r.step_ms_min, r.step_ms_max
+        "{} {mode}{precision} batch {}{ranks} {}x{}: {:.1} images/s  step {:.0} ms (min {:.0}, max {:.0})  peak RSS {memory}  ({})",
+        r.model, r.batch, r.img_size[0], r.img_size[1], r.images_per_s, r.step_ms_median, r.step_ms_min, r.step_ms_max, r.matrix_products
     );
     if let (Some(sync), Some(raw)) = (r.sync_ms_median, r.allreduce_ms_median) {
         println!("  gradient averaging {sync:.1} ms per step; MPI's in-place all-reduce of as many floats {raw:.1} ms ({:.2}x)", sync / raw);

@@ -50,6 +50,8 @@ fn main() -> ExitCode {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     #[cfg(feature = "wgpu")]
     quiet_wayland_probe();
+    // the BLAS's one-time set-up (its kernel choice) while this is the only thread
+    kiln_nn::matrix_products();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(args) => models::run(args),

@@ -15,8 +15,6 @@ use kiln_models::maxvit::MaxVitConfig;
 use kiln_models::swin::SwinConfig;
 use kiln_models::{Backbone, ModelConfig};
 use kiln_train::config::schema::Precision;
-use kiln_train::network::Network;
-use kiln_train::precision::MixedPrecision;
 
 /// The default wgpu device, if one answers a first computation.
 fn wgpu_device() -> Option<Device> {
@@ -94,10 +92,9 @@ fn step_on_both(config: &ModelConfig, gpu: &Device) -> ((f32, f32), Vec<(f64, f6
     let shape = [2, config.in_chans(), h, w];
     let images = values(Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &Device::flex()));
     let batch = Batch { images, shape, labels: vec![0, 2], soft_targets: None, mix: None, indices: vec![0, 1], position: LoaderPosition::default() };
-    let net = kiln_models::LoadedModel::build(config.family(), config.clone(), &cpu).unwrap();
-    let (model, mixed) = (net.model.clone(), MixedPrecision::new(Precision::F32, &net.partition().0));
+    let model = config.init(&cpu).unwrap();
     let step = |model: &kiln_models::Model, device: &Device| {
-        mixed.step(model, 1, |model, dtype| kiln_train::tasks::classify::loss(model, &batch, &exp, 3, dtype, device))
+        kiln_train::precision::step(Precision::F32, model, 1, |model| kiln_train::tasks::classify::loss(model, &batch, &exp, 3, device))
     };
     let (loss_cpu, grads_cpu) = step(&model, &cpu);
     let (loss_gpu, grads_gpu) = step(&model.clone().fork(&gpu), &gpu);

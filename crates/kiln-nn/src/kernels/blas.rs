@@ -1,10 +1,14 @@
-//! Batched single-precision matrix products through the system's OpenBLAS, when `build.rs`
-//! linked it (`cfg(kiln_openblas)`), called through `cblas-sys`'s declarations.
+//! Batched single-precision matrix products through a BLAS, when `build.rs` linked one
+//! (`cfg(kiln_blas)`): the system's OpenBLAS, or BLIS built from vendored sources on a machine
+//! without it. Both are called through `cblas-sys`'s declarations.
 //!
-//! On a 2-core Zen 4 its sgemm runs at 240 GFLOP/s on a Swin-T MLP product against 153 for the
-//! `gemm` crate inside burn-flex, and matrix products are most of a training step. OpenBLAS runs
-//! single-threaded here: the blocks of one product are spread over rayon's threads, so Kiln has
-//! one thread pool and OpenBLAS's threads never spin beside rayon's.
+//! On a 2-core Zen 4, OpenBLAS's sgemm runs at 240 GFLOP/s on a Swin-T MLP product against 153
+//! for the `gemm` crate inside burn-flex, and matrix products are most of a training step. The
+//! BLAS runs single-threaded: the blocks of one product are spread over rayon's threads, so Kiln
+//! has one thread pool and no BLAS threads spin beside rayon's.
+
+#[cfg(kiln_blis)]
+use blis_src as _;
 
 /// A matrix inside a slice: element `(i, j)` at `offset + i·row_stride + j·col_stride`, and the
 /// matrix of batch entry `b` a further `b·batch_stride` on (0: the same matrix for every entry).
@@ -44,11 +48,82 @@ impl MatrixView {
     }
 }
 
-/// Whether the products go through OpenBLAS: it was linked, and `KILN_BLAS=0` does not turn it
+/// Whether the products go through a BLAS: one was linked, and `KILN_BLAS=0` does not turn it
 /// off at run time (to compare against burn-flex's gemm with one binary).
 pub(crate) fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| cfg!(kiln_openblas) && std::env::var("KILN_BLAS").as_deref() != Ok("0"))
+    *ENABLED.get_or_init(|| {
+        let enabled = cfg!(kiln_blas) && std::env::var("KILN_BLAS").as_deref() != Ok("0");
+        if enabled {
+            prepare();
+        }
+        enabled
+    })
+}
+
+/// What computes the matrix products in this process: `OpenBLAS`, `BLIS (<kernels>)` or
+/// burn-flex's `gemm`. Asking first thing in `main`, before any thread starts, also makes the
+/// BLAS's one-time set-up happen there.
+pub fn describe() -> String {
+    if !enabled() {
+        return "burn-flex gemm".into();
+    }
+    if cfg!(kiln_openblas) { "OpenBLAS".into() } else { format!("BLIS ({})", blis_kernels().1) }
+}
+
+/// The BLIS kernel family for this CPU, as `(BLIS_ARCH_TYPE id, name)`. BLIS's own detection
+/// does not know every CPU: on an Intel Xeon with AVX-512 and AMX it fell back to kernels 25-40%
+/// slower than its Skylake-X ones (issue #18), so Kiln decides from its own ISA detection and
+/// the vendor, and leaves AMD to BLIS (which picks its Zen kernels there).
+fn blis_kernels() -> (Option<u32>, &'static str) {
+    use super::simd::Isa;
+    // BLIS 1.0's arch_t order: SKX 0, KNL 1, KNC 2, HASWELL 3, ...
+    #[cfg(target_arch = "x86_64")]
+    {
+        let intel = std::arch::is_x86_feature_detected!("avx512f") && cpu_vendor() == *b"GenuineIntel";
+        return match Isa::detect() {
+            Isa::Avx512 if intel => (Some(0), "skx"),
+            Isa::Avx2 if cpu_vendor() == *b"GenuineIntel" => (Some(3), "haswell"),
+            _ => (None, "BLIS's choice"),
+        };
+    }
+    #[allow(unreachable_code)]
+    (None, "BLIS's choice")
+}
+
+/// The CPUID vendor string.
+#[cfg(target_arch = "x86_64")]
+fn cpu_vendor() -> [u8; 12] {
+    // leaf 0 exists on every x86-64 CPU
+    let id = std::arch::x86_64::__cpuid(0);
+    let mut vendor = [0u8; 12];
+    for (i, reg) in [id.ebx, id.edx, id.ecx].into_iter().enumerate() {
+        vendor[4 * i..4 * i + 4].copy_from_slice(&reg.to_le_bytes());
+    }
+    vendor
+}
+
+/// One-time set-up before the first product: OpenBLAS single-threaded; BLIS told its kernels
+/// (through `BLIS_ARCH_TYPE`, its only interface for this, read at its first call), unless the
+/// user set it.
+fn prepare() {
+    #[cfg(kiln_openblas)]
+    {
+        // OpenBLAS's own, not part of the CBLAS interface that cblas-sys declares
+        unsafe extern "C" {
+            fn openblas_set_num_threads(threads: std::ffi::c_int);
+        }
+        // SAFETY: a plain setter, before the first product
+        unsafe { openblas_set_num_threads(1) };
+    }
+    #[cfg(kiln_blis)]
+    if let (Some(id), _) = blis_kernels() {
+        if std::env::var_os("BLIS_ARCH_TYPE").is_none() {
+            // SAFETY: set once, before BLIS's first call reads it; `describe()` at the top of
+            // `main` does this before any other thread exists
+            unsafe { std::env::set_var("BLIS_ARCH_TYPE", id.to_string()) };
+        }
+    }
 }
 
 /// `C_b = A_b·B_b (+ bias)` for `batch` entries (`[batch, m, n]`, contiguous), or with
@@ -140,20 +215,13 @@ impl OutPtr {
 ///
 /// # Safety
 /// `c` must point at `a.rows` rows of `ldc` writable floats with `b.cols ≤ ldc`.
-#[cfg(kiln_openblas)]
+#[cfg(kiln_blas)]
 unsafe fn sgemm(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, c: *mut f32, ldc: usize, beta: f32) {
     use cblas_sys::{CBLAS_LAYOUT, CBLAS_TRANSPOSE, cblas_sgemm};
     use std::ffi::c_int;
-    // OpenBLAS's own, not part of the CBLAS interface that cblas-sys declares
-    unsafe extern "C" {
-        fn openblas_set_num_threads(threads: c_int);
-    }
-    static SINGLE_THREADED: std::sync::Once = std::sync::Once::new();
-    // SAFETY: a plain setter; before the first product
-    SINGLE_THREADED.call_once(|| unsafe { openblas_set_num_threads(1) });
     let (ta, lda) = av.blas_layout().expect("a BLAS-readable left operand");
     let (tb, ldb) = bv.blas_layout().expect("a BLAS-readable right operand");
-    let int = |v: usize| c_int::try_from(v).expect("a matrix dimension within OpenBLAS's 32-bit indices");
+    let int = |v: usize| c_int::try_from(v).expect("a matrix dimension within CBLAS's 32-bit indices");
     let flag = |t: bool| if t { CBLAS_TRANSPOSE::CblasTrans } else { CBLAS_TRANSPOSE::CblasNoTrans };
     let (a_ptr, b_ptr) = (a[av.offset..].as_ptr(), b[bv.offset..].as_ptr());
     // SAFETY: the views lie inside `a` and `b` (checked by the callers' shapes); `c` per contract
@@ -162,12 +230,12 @@ unsafe fn sgemm(a: &[f32], av: MatrixView, b: &[f32], bv: MatrixView, c: *mut f3
     };
 }
 
-#[cfg(not(kiln_openblas))]
+#[cfg(not(kiln_blas))]
 unsafe fn sgemm(_: &[f32], _: MatrixView, _: &[f32], _: MatrixView, _: *mut f32, _: usize, _: f32) {
-    unreachable!("OpenBLAS products run only when `blas::enabled()`")
+    unreachable!("BLAS products run only when `blas::enabled()`")
 }
 
-#[cfg(all(test, kiln_openblas))]
+#[cfg(all(test, kiln_blas))]
 mod tests {
     use super::*;
 

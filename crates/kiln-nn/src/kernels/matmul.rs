@@ -1,4 +1,4 @@
-//! Matrix products through OpenBLAS ([`super::blas`]) on burn-flex tensors: a batched product and
+//! Matrix products through the BLAS ([`super::blas`]) on burn-flex tensors: a batched product and
 //! `x·W + b` as one autodiff node each, whose backward passes are two more products. Operands are
 //! read in place where BLAS can (row-major or transposed), so transposes stay views.
 

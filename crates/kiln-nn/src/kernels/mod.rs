@@ -11,7 +11,7 @@
 //! - [`softmax`], [`layer_norm`], [`gelu`]: row and element-wise ops;
 //! - [`attention`]: window attention, register-blocked per instruction set;
 //! - [`depthwise`]: depthwise convolution, channels-first and channels-last;
-//! - [`matmul`]: batched products and `x·W + b` through [`blas`] (OpenBLAS, when linked);
+//! - [`matmul`]: batched products and `x·W + b` through [`blas`] (a BLAS, when linked);
 //! - [`simd`]: instruction-set detection and dispatch, and the vectorisable scalar functions;
 //! - [`tensor`]: burn-flex tensors into and out of the kernels' slices.
 
@@ -63,9 +63,9 @@ pub trait FusedOps: Backend {
         heads: usize,
         scale: f64,
     ) -> FloatTensor<Self>;
-    /// Batched matrix product through OpenBLAS, see `fused::matmul`.
+    /// Batched matrix product through the BLAS, see `fused::matmul`.
     fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// `x·weight + bias` through OpenBLAS, the bias written before the product, see `fused::linear`.
+    /// `x·weight + bias` through the BLAS, the bias written before the product, see `fused::linear`.
     fn fused_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 

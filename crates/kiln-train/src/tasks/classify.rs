@@ -7,7 +7,6 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::FloatDType;
 use kiln_data::{Batch, DataError, DataLoader, EpochBatches, EvalTransform, LoaderPosition, RgbImage, Shard};
 use kiln_models::{Backbone, LoadedModel, Model};
 use serde::Serialize;
@@ -77,8 +76,8 @@ impl Task for Classification {
     fn batch_len(batch: &Batch) -> usize {
         batch.len()
     }
-    fn loss(&self, module: &Model, batch: &Batch, dtype: FloatDType, device: &Device) -> Tensor<1> {
-        loss(module, batch, &self.exp, self.data.classes.len(), dtype, device)
+    fn loss(&self, module: &Model, batch: &Batch, device: &Device) -> Tensor<1> {
+        loss(module, batch, &self.exp, self.data.classes.len(), device)
     }
     fn evaluate(&self, module: &Model, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError> {
         let eval = evaluate(module, &self.data.val, self.data.classes.len(), device, collective)?;
@@ -106,15 +105,15 @@ pub struct EvalResult {
 }
 
 /// The loss of a batch against its soft targets (Mixup/CutMix) or label-smoothed one-hot
-/// targets, the images cast to `dtype`, the loss taken on f32 logits.
-pub fn loss(model: &Model, batch: &Batch, exp: &ExperimentConfig, num_classes: usize, dtype: FloatDType, device: &Device) -> Tensor<1> {
-    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device).cast(dtype);
+/// targets.
+pub fn loss(model: &Model, batch: &Batch, exp: &ExperimentConfig, num_classes: usize, device: &Device) -> Tensor<1> {
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
     let targets = batch
         .soft_targets
         .clone()
         .unwrap_or_else(|| kiln_data::mixup_target(&batch.labels, num_classes, 1.0, exp.augmentation.label_smoothing));
     let targets = Tensor::<2>::from_data(TensorData::new(targets, [batch.len(), num_classes]), device);
-    soft_cross_entropy(model.forward(x).cast(FloatDType::F32), targets)
+    soft_cross_entropy(model.forward(x), targets)
 }
 
 /// timm's `SoftTargetCrossEntropy`: `mean_b(−Σ_c t_bc · log softmax(z)_bc)`.

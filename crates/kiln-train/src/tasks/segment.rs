@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::tensor::FloatDType;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use kiln_data::{
@@ -239,8 +238,8 @@ impl Task for Segmentation {
     fn batch_len(batch: &SegBatch) -> usize {
         batch.len()
     }
-    fn loss(&self, module: &Segmenter, batch: &SegBatch, dtype: FloatDType, device: &Device) -> Tensor<1> {
-        segmentation_loss(module, batch, self.aux_weight, dtype, device)
+    fn loss(&self, module: &Segmenter, batch: &SegBatch, device: &Device) -> Tensor<1> {
+        segmentation_loss(module, batch, self.aux_weight, device)
     }
     fn evaluate(&self, module: &Segmenter, device: &Device, collective: &dyn Collective) -> Result<Evaluation, TrainError> {
         let eval = evaluate(module, &self.val, self.classes.len(), &self.inference, device, collective)?;
@@ -260,13 +259,13 @@ impl Task for Segmentation {
 }
 
 /// `CE(logits) + aux_weight · CE(aux_logits)` of a training batch.
-pub fn segmentation_loss(module: &Segmenter, batch: &SegBatch, aux_weight: f64, dtype: FloatDType, device: &Device) -> Tensor<1> {
-    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device).cast(dtype);
+pub fn segmentation_loss(module: &Segmenter, batch: &SegBatch, aux_weight: f64, device: &Device) -> Tensor<1> {
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
     let targets = Tensor::<3, Int>::from_data(TensorData::new(batch.masks.clone(), batch.mask_shape), device);
     let out = module.forward_train(x);
-    let loss = pixel_cross_entropy(out.logits.cast(FloatDType::F32), targets.clone());
+    let loss = pixel_cross_entropy(out.logits, targets.clone());
     match out.aux_logits {
-        Some(aux) if aux_weight > 0.0 => loss + pixel_cross_entropy(aux.cast(FloatDType::F32), targets).mul_scalar(aux_weight),
+        Some(aux) if aux_weight > 0.0 => loss + pixel_cross_entropy(aux, targets).mul_scalar(aux_weight),
         _ => loss,
     }
 }
