@@ -1,8 +1,9 @@
 //! Picks the BLAS behind Kiln's matrix products (`KILN_BLAS` at build time):
-//! - unset or `auto`: the system's OpenBLAS when pkg-config finds it (Debian: `apt-get install
-//!   libopenblas-dev`), else BLIS, built from the sources the `blis-src` crate vendors, so a
-//!   fresh machine gets a BLAS with `cargo build` alone;
-//! - `blis` or `openblas`: that one (`openblas` fails the build when pkg-config does not find it);
+//! - unset or `blis`: BLIS, built from the sources the `blis-src` crate vendors, so every
+//!   machine gets the same BLAS with `cargo build` alone (measured level with Debian's OpenBLAS
+//!   on AMD, and faster on an Intel Xeon once Kiln picks its kernels: issue #18);
+//! - `openblas`: the system's OpenBLAS through pkg-config (`apt-get install libopenblas-dev
+//!   pkg-config`; the build fails when it is not there);
 //! - `0`: none, burn-flex's gemm.
 //!
 //! It sets `cfg(kiln_blas)` and `cfg(kiln_openblas)` or `cfg(kiln_blis)`. BLIS is compiled
@@ -19,19 +20,12 @@ fn main() {
     let choice = std::env::var("KILN_BLAS").unwrap_or_default();
     let chosen = match choice.as_str() {
         "0" => return,
-        "blis" => "kiln_blis",
         "openblas" => match openblas() {
             Ok(()) => "kiln_openblas",
             Err(e) => panic!("KILN_BLAS=openblas, but pkg-config does not find OpenBLAS ({e}): `apt-get install libopenblas-dev pkg-config`"),
         },
-        "" | "auto" => {
-            if openblas().is_ok() {
-                "kiln_openblas"
-            } else {
-                "kiln_blis"
-            }
-        }
-        other => panic!("KILN_BLAS={other}: use auto, blis, openblas or 0"),
+        "" | "blis" => "kiln_blis",
+        other => panic!("KILN_BLAS={other}: use blis (the default), openblas or 0"),
     };
     println!("cargo::rustc-cfg=kiln_blas");
     println!("cargo::rustc-cfg={chosen}");

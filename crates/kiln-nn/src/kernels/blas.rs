@@ -1,6 +1,6 @@
 //! Batched single-precision matrix products through a BLAS, when `build.rs` linked one
-//! (`cfg(kiln_blas)`): the system's OpenBLAS, or BLIS built from vendored sources on a machine
-//! without it. Both are called through `cblas-sys`'s declarations.
+//! (`cfg(kiln_blas)`): BLIS built from vendored sources (the default), or the system's OpenBLAS
+//! (`KILN_BLAS=openblas` at build time). Both are called through `cblas-sys`'s declarations.
 //!
 //! On a 2-core Zen 4, OpenBLAS's sgemm runs at 240 GFLOP/s on a Swin-T MLP product against 153
 //! for the `gemm` crate inside burn-flex, and matrix products are most of a training step. The
@@ -68,7 +68,7 @@ pub fn describe() -> String {
     if !enabled() {
         return "burn-flex gemm".into();
     }
-    if cfg!(kiln_openblas) { "OpenBLAS".into() } else { format!("BLIS ({})", blis_kernels().1) }
+    if cfg!(kiln_openblas) { "OpenBLAS".into() } else { format!("BLIS, {} kernels", blis_kernels().1) }
 }
 
 /// The BLIS kernel family for this CPU, as `(BLIS_ARCH_TYPE id, name)`. BLIS's own detection
@@ -84,11 +84,11 @@ fn blis_kernels() -> (Option<u32>, &'static str) {
         return match Isa::detect() {
             Isa::Avx512 if intel => (Some(0), "skx"),
             Isa::Avx2 if cpu_vendor() == *b"GenuineIntel" => (Some(3), "haswell"),
-            _ => (None, "BLIS's choice"),
+            _ => (None, "auto-detected"),
         };
     }
     #[allow(unreachable_code)]
-    (None, "BLIS's choice")
+    (None, "auto-detected")
 }
 
 /// The CPUID vendor string.
