@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ParamId};
-use burn::store::ModuleSnapshot;
+use burn::module::Module;
 use burn::prelude::*;
 use kiln_models::{LayerOrdinal, ModelError};
 
@@ -34,17 +33,6 @@ pub trait Network {
     /// Whether the tensor at `path` is a buffer (BatchNorm's running statistics), which no
     /// optimiser updates.
     fn is_buffer(&self, path: &str) -> bool;
-    /// The ids of the buffers ([`is_buffer`](Self::is_buffer)) and of the learnable
-    /// parameters, with each parameter's path and rank.
-    fn partition(&self) -> (Vec<ParamId>, Vec<(ParamId, String, usize)>) {
-        let (buffers, params): (Vec<(ParamId, String, usize)>, _) = self
-            .module()
-            .collect(None, None, true)
-            .into_iter()
-            .map(|t| (ParamId::from(t.param_id.expect("module tensors carry their parameter id")), t.name, t.shape.len()))
-            .partition(|(_, name, _)| self.is_buffer(name));
-        (buffers.into_iter().map(|(id, _, _)| id).collect(), params)
-    }
 }
 
 /// [`Network`] for one of kiln-models' loaded networks (`LoadedModel`, `LoadedSegmenter`): each

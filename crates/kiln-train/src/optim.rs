@@ -8,6 +8,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleL
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
+use burn::store::ModuleSnapshot;
 use kiln_models::LayerOrdinal;
 
 use crate::config::schema::{ExperimentConfig, OptimizerName};
@@ -31,7 +32,13 @@ pub(crate) struct ParamPlan {
 impl ParamPlan {
     pub(crate) fn new<N: Network>(exp: &ExperimentConfig, net: &N) -> Self {
         // by the model's own names; learnable parameters apart from buffers
-        let (buffers, params) = net.partition();
+        let (buffers, params): (Vec<(ParamId, String, usize)>, _) = net
+            .module()
+            .collect(None, None, true)
+            .into_iter()
+            .map(|t| (ParamId::from(t.param_id.expect("module tensors carry their parameter id")), t.name, t.shape.len()))
+            .partition(|(_, name, _)| net.is_buffer(name));
+        let buffers = buffers.into_iter().map(|(id, _, _)| id).collect();
         let no_decay = params.iter().filter(|(_, name, rank)| net.no_weight_decay(name, *rank)).map(|(id, _, _)| *id).collect();
         let names: Vec<String> = params.iter().map(|(_, name, _)| name.clone()).collect();
         let mut by_scale: Vec<(f64, Vec<ParamId>)> = Vec::new();
