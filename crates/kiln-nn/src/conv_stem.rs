@@ -34,7 +34,7 @@ impl ConvLayer {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Conv(conv) => crate::fused::conv2d(conv, x),
-            // PyTorch's running-statistics update, and f32 statistics under bf16
+            // PyTorch's running-statistics update (unbiased variance), as every BatchNorm in Kiln
             Self::BatchNorm(norm) => crate::norm::batch_norm(norm, x),
             Self::Relu(act) => act.forward(x),
             Self::Gelu(act) => act.forward(x),

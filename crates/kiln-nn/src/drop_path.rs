@@ -38,9 +38,8 @@ impl DropPath {
         let keep = 1.0 - self.prob;
         let mut mask_shape = [1usize; D];
         mask_shape[0] = x.dims()[0];
-        let mask = Tensor::<D>::random(mask_shape, Distribution::Bernoulli(keep), &x.device()).div_scalar(keep);
-        let dtype = x.dtype();
-        x * mask.cast(dtype)
+        let mask = Tensor::<D>::random(mask_shape, Distribution::Bernoulli(keep), &x.device());
+        x * mask.div_scalar(keep)
     }
 }
 

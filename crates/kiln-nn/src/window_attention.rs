@@ -158,11 +158,11 @@ fn backend_attention(qkv: Tensor<3>, heads: usize, scale: f64, bias: Option<Tens
     let bias = bias.map(|b| b.cast(dtype).reshape([1, 1, heads, n, n]));
     let mask = mask.map(|m| {
         let num_windows = m.dims()[0];
-        m.reshape([1, num_windows, 1, n, n])
+        m.cast(dtype).reshape([1, num_windows, 1, n, n])
     });
     let additive = match (bias, mask) {
-        (Some(b), Some(m)) => Some(b + m.cast(dtype)),
-        (b, m) => b.or(m.map(|m| m.cast(dtype))),
+        (Some(b), Some(m)) => Some(b + m),
+        (b, m) => b.or(m),
     };
     let additive = additive.map(|a| {
         let [_, num_windows, _, _, _] = a.dims();

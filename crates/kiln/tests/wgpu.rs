@@ -16,14 +16,18 @@ use kiln_models::swin::SwinConfig;
 use kiln_models::{Backbone, ModelConfig};
 use kiln_train::config::schema::Precision;
 
-/// The default wgpu device, if one answers a first computation.
+/// The default wgpu device, if one answers a first computation; otherwise says the test skips.
 fn wgpu_device() -> Option<Device> {
-    std::panic::catch_unwind(|| {
+    let device = std::panic::catch_unwind(|| {
         let device = Device::wgpu(DeviceKind::DefaultDevice);
         Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
         device
     })
-    .ok()
+    .ok();
+    if device.is_none() {
+        eprintln!("no wgpu adapter here (Debian: apt-get install mesa-vulkan-drivers): skipped");
+    }
+    device
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -43,10 +47,7 @@ fn families() -> [ModelConfig; 4] {
 
 #[test]
 fn every_family_gives_the_cpu_logits_on_wgpu() {
-    let Some(gpu) = wgpu_device() else {
-        eprintln!("no wgpu adapter here (Debian: apt-get install mesa-vulkan-drivers): skipped");
-        return;
-    };
+    let Some(gpu) = wgpu_device() else { return };
     let families = families();
     let cpu = Device::flex();
     for config in families {
@@ -123,10 +124,7 @@ fn assert_each_tensor(family: &str, tensors: &[(f64, f64)]) {
 /// wgpu stopped using burn's tanh-approximation derivative: `kiln_nn::fused::gelu`.)
 #[test]
 fn every_family_takes_a_training_step_on_wgpu_with_the_cpus_gradients() {
-    let Some(gpu) = wgpu_device() else {
-        eprintln!("no wgpu adapter here (Debian: apt-get install mesa-vulkan-drivers): skipped");
-        return;
-    };
+    let Some(gpu) = wgpu_device() else { return };
     for config in families() {
         let family = config.family();
         let ((cpu, gpu_loss), tensors) = step_on_both(&config, &gpu);
@@ -144,7 +142,6 @@ fn every_family_takes_a_training_step_on_wgpu_with_the_cpus_gradients() {
 fn a_run_starts_and_steps_on_wgpu_as_on_the_cpu() {
     use burn::store::{ModuleSnapshot, bridge};
     if wgpu_device().is_none() {
-        eprintln!("no wgpu adapter here (Debian: apt-get install mesa-vulkan-drivers): skipped");
         return;
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -185,7 +182,6 @@ fn a_run_starts_and_steps_on_wgpu_as_on_the_cpu() {
 #[test]
 fn segmentation_trains_with_ema_and_resumes_on_wgpu() {
     if wgpu_device().is_none() {
-        eprintln!("no wgpu adapter here (Debian: apt-get install mesa-vulkan-drivers): skipped");
         return;
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

@@ -79,15 +79,13 @@ fn blis_kernels() -> (Option<u32>, &'static str) {
     use super::simd::Isa;
     // BLIS 1.0's arch_t order: SKX 0, KNL 1, KNC 2, HASWELL 3, ...
     #[cfg(target_arch = "x86_64")]
-    {
-        let intel = std::arch::is_x86_feature_detected!("avx512f") && cpu_vendor() == *b"GenuineIntel";
-        return match Isa::detect() {
-            Isa::Avx512 if intel => (Some(0), "skx"),
-            Isa::Avx2 if cpu_vendor() == *b"GenuineIntel" => (Some(3), "haswell"),
-            _ => (None, "auto-detected"),
-        };
+    if cpu_vendor() == *b"GenuineIntel" {
+        match Isa::detect() {
+            Isa::Avx512 => return (Some(0), "skx"),
+            Isa::Avx2 => return (Some(3), "haswell"),
+            Isa::Portable => {}
+        }
     }
-    #[allow(unreachable_code)]
     (None, "auto-detected")
 }
 
